@@ -1,0 +1,24 @@
+# The two commands of the README:
+#   make demo   set up .venv and run the main job
+#   make test   set up .venv and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo test scatter bench clean
+
+venv:
+	./scripts/setup_env.sh
+
+demo: venv
+	$(PY) -m glot_st.demo
+
+test: venv
+	$(PY) -m pytest -q
+
+scatter: venv
+	./scripts/install_scatter.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,32 @@
+"""Freezing the backbone in front of GLOT: no gradients, and always in eval mode (no dropout).
+
+A frozen backbone is a fixed feature extractor: its token states must not change between training steps,
+between ``model.train()`` and ``model.eval()``, or between a cached and a live forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+__all__ = ["freeze_modules"]
+
+_FROZEN_FLAG = "_glot_st_frozen"
+
+
+def _stay_in_eval(module: nn.Module, args: tuple) -> None:
+    """Forward pre-hook: put the module back in eval mode if a ``.train()`` call switched it."""
+    if module.training:
+        module.eval()
+
+
+def freeze_modules(modules: Iterable[nn.Module]) -> None:
+    """Turn off gradients of every parameter and pin eval mode on each module (idempotent)."""
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        module.eval()
+        if not getattr(module, _FROZEN_FLAG, False):
+            module.register_forward_pre_hook(_stay_in_eval)
+            setattr(module, _FROZEN_FLAG, True)

@@ -1,0 +1,226 @@
+"""Token-graph construction: one similarity graph per sentence, built for a whole padded batch.
+
+Nodes are the valid (unmasked) tokens. An edge ``j -> i`` joins two tokens of the same sentence when
+
+- ``graph="threshold"`` (the paper): ``cos(x_i, x_j) > tau``; symmetric.
+- ``graph="topk"``: ``j`` is among the ``k`` tokens most similar to ``i`` (``i`` itself excluded); directed
+  (``i`` receives from its neighbours).
+- ``graph="mutual_knn"``: ``j`` is among ``i``'s ``k`` nearest and ``i`` among ``j``'s; symmetric.
+
+Every valid token also has a self-loop. No edge touches padding and no edge crosses sentences.
+
+Similarity is computed in blocks of at most ``block_elements`` entries, so a long input (say 8192 tokens)
+never holds its whole ``L x L`` matrix; the sparse edge list comes out sorted by destination (then source),
+ready to be used as CSR rows without another sort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from glot_st.graph_ops import DenseGraph, SparseGraph
+from glot_st.kernels import get_kernels
+
+GRAPH_KINDS = ("threshold", "topk", "mutual_knn")
+EDGE_WEIGHTS = ("binary", "cosine")
+DEFAULT_BLOCK_ELEMENTS = 1 << 24
+
+__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph"]
+
+
+def build_token_graph(
+    token_states: Tensor,
+    attention_mask: Tensor,
+    *,
+    tau: float = 0.6,
+    graph: str = "threshold",
+    k: int = 8,
+    edge_weight: str = "binary",
+    layout: str = "sparse",
+    backend: str | ModuleType = "native",
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+) -> SparseGraph | DenseGraph:
+    """Build the token graphs of a padded batch.
+
+    Args:
+        token_states: (B, L, d) float tensor of any float dtype; similarity is computed in float32.
+        attention_mask: (B, L) tensor, non-zero / True at real tokens (any positions: left or right padding).
+        tau: cosine threshold in [-1, 1] for ``graph="threshold"`` (edges where ``sim > tau``).
+        graph: ``"threshold"`` | ``"topk"`` | ``"mutual_knn"``.
+        k: neighbours per token for ``topk`` / ``mutual_knn`` (at least 1).
+        edge_weight: ``"binary"`` (1 on every edge) or ``"cosine"`` (the similarity clamped at 0; self-loops 1).
+        layout: ``"sparse"`` (destination-sorted CSR edge list) or ``"dense"`` (masked ``(B, L, L)`` adjacency).
+        backend: kernel set name or module (see :mod:`glot_st.kernels`), stored on the graph for the layers.
+        block_elements: the most similarity entries computed at once.
+
+    Returns:
+        A :class:`~glot_st.graph_ops.SparseGraph` or :class:`~glot_st.graph_ops.DenseGraph`.
+    """
+    if token_states.dim() != 3:
+        raise ValueError(f"token_states must be (B, L, d); got shape {tuple(token_states.shape)}")
+    batch, length, _ = token_states.shape
+    if tuple(attention_mask.shape) != (batch, length):
+        raise ValueError(
+            f"attention_mask must be (B, L) = {(batch, length)} to match token_states; got {tuple(attention_mask.shape)}"
+        )
+    if graph not in GRAPH_KINDS:
+        raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPH_KINDS)}")
+    if edge_weight not in EDGE_WEIGHTS:
+        raise ValueError(f"unknown edge_weight {edge_weight!r}; choose one of {', '.join(EDGE_WEIGHTS)}")
+    if layout not in ("sparse", "dense"):
+        raise ValueError(f"unknown layout {layout!r}; choose 'sparse' or 'dense'")
+    kernels = get_kernels(backend) if isinstance(backend, str) else backend
+
+    mask = attention_mask.to(device=token_states.device).bool()
+    unit = F.normalize(token_states.float(), dim=-1)
+    knn = _knn_indices(unit, mask, k, block_elements) if graph == "mutual_knn" else None
+    flat_mask = mask.reshape(-1)
+    node_position = flat_mask.nonzero().squeeze(1)
+    node_batch = torch.div(node_position, length, rounding_mode="floor")
+    common = dict(
+        num_nodes=node_position.numel(),
+        num_sentences=batch,
+        node_batch=node_batch,
+        node_position=node_position,
+        padded_shape=(batch, length),
+        kernels=kernels,
+    )
+
+    if layout == "dense":
+        adjacency, sim = _block_adjacency(unit, mask, 0, batch, 0, length, graph, tau, k, knn)
+        weight = _edge_weight(adjacency, sim, edge_weight, 0)
+        eye = torch.eye(length, dtype=torch.bool, device=mask.device)
+        adjacency = adjacency | (eye & ~mask.unsqueeze(2))  # padding rows: a lone self-loop, no weight
+        return DenseGraph(adjacency=adjacency, weight=weight, **common)
+
+    node_id = (flat_mask.long().cumsum(0) - 1).view(batch, length)
+    src_parts, dst_parts, weight_parts = [], [], []
+    for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
+        adjacency, sim = _block_adjacency(unit, mask, b0, b1, r0, r1, graph, tau, k, knn)
+        g, i, j = adjacency.nonzero(as_tuple=True)
+        dst_parts.append(node_id[b0 + g, r0 + i])
+        src_parts.append(node_id[b0 + g, j])
+        weight_parts.append(_edge_weight(adjacency, sim, edge_weight, r0)[g, i, j])
+    dst = torch.cat(dst_parts) if dst_parts else node_position.new_zeros(0)
+    src = torch.cat(src_parts) if src_parts else node_position.new_zeros(0)
+    weight = torch.cat(weight_parts) if weight_parts else unit.new_zeros(0)
+    counts = torch.bincount(dst, minlength=common["num_nodes"])
+    rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return SparseGraph(src=src, dst=dst, rowptr=rowptr, weight=weight, **common)
+
+
+def _blocks(mask: Tensor, batch: int, length: int, block_elements: int) -> Iterator[tuple[int, int, int, int]]:
+    """Yield ``(b0, b1, r0, r1)``: sentences ``b0:b1`` and destination rows ``r0:r1``, in sorted order.
+
+    Sentences are grouped while ``group * L * L <= block_elements``; a sentence too long for one block is
+    split by rows. Fully padded sentences are skipped.
+    """
+    per_sentence = length * length
+    if per_sentence <= block_elements:
+        group = max(1, block_elements // max(1, per_sentence))
+        for b0 in range(0, batch, group):
+            yield b0, min(batch, b0 + group), 0, length
+        return
+    rows = max(1, block_elements // max(1, length))
+    valid_rows = mask.any(0)
+    for b in range(batch):
+        for r0 in range(0, length, rows):
+            r1 = min(length, r0 + rows)
+            if bool(valid_rows[r0:r1].any()):
+                yield b, b + 1, r0, r1
+
+
+def _block_adjacency(
+    unit: Tensor,
+    mask: Tensor,
+    b0: int,
+    b1: int,
+    r0: int,
+    r1: int,
+    graph: str,
+    tau: float,
+    k: int,
+    knn: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """Adjacency and similarity of destination rows ``r0:r1`` of sentences ``b0:b1``.
+
+    Returns:
+        ``adjacency`` (G, R, L) bool with self-loops on valid rows, and ``sim`` (G, R, L) float32.
+    """
+    rows = unit[b0:b1, r0:r1]  # (G, R, d)
+    sim = torch.bmm(rows, unit[b0:b1].transpose(1, 2))  # (G, R, L)
+    row_mask = mask[b0:b1, r0:r1]
+    col_mask = mask[b0:b1]
+    valid = row_mask.unsqueeze(2) & col_mask.unsqueeze(1)
+    length = unit.shape[1]
+    self_loop = torch.zeros_like(valid)
+    diag = torch.arange(r0, r1, device=unit.device)
+    self_loop[:, diag - r0, diag] = True
+    self_loop &= valid
+
+    if graph == "threshold":
+        adjacency = sim > tau
+    elif graph == "topk":
+        adjacency = _topk_rows(sim, valid & ~self_loop, k)
+    else:  # mutual_knn
+        assert knn is not None
+        adjacency = _rows_from_indices(knn[b0:b1, r0:r1], length) & _reverse_rows(knn[b0:b1], r0, r1)
+    adjacency = (adjacency & valid) | self_loop
+    return adjacency, sim
+
+
+def _topk_rows(sim: Tensor, candidates: Tensor, k: int) -> Tensor:
+    """(G, R, L) bool: per row, the ``k`` most similar candidates (fewer if fewer exist)."""
+    keep = min(k, sim.shape[-1])
+    scores = sim.masked_fill(~candidates, float("-inf"))
+    top = scores.topk(keep, dim=-1)
+    chosen = torch.zeros_like(candidates)
+    chosen.scatter_(-1, top.indices, top.values > float("-inf"))
+    return chosen
+
+
+def _knn_indices(unit: Tensor, mask: Tensor, k: int, block_elements: int) -> Tensor:
+    """(B, L, k) int64: each token's ``k`` nearest other valid tokens (``-1`` where fewer exist)."""
+    batch, length, _ = unit.shape
+    keep = min(k, length)
+    out = torch.full((batch, length, keep), -1, dtype=torch.long, device=unit.device)
+    for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
+        sim = torch.bmm(unit[b0:b1, r0:r1], unit[b0:b1].transpose(1, 2))
+        candidates = mask[b0:b1, r0:r1].unsqueeze(2) & mask[b0:b1].unsqueeze(1)
+        diag = torch.arange(r0, r1, device=unit.device)
+        candidates[:, diag - r0, diag] = False
+        top = sim.masked_fill(~candidates, float("-inf")).topk(keep, dim=-1)
+        out[b0:b1, r0:r1] = top.indices.masked_fill(top.values == float("-inf"), -1)
+    return out
+
+
+def _rows_from_indices(indices: Tensor, length: int) -> Tensor:
+    """(G, R, k) neighbour indices (``-1`` = none) -> (G, R, L) bool rows."""
+    rows = torch.zeros((*indices.shape[:2], length + 1), dtype=torch.bool, device=indices.device)
+    rows.scatter_(-1, indices.masked_fill(indices < 0, length), True)
+    return rows[..., :length]
+
+
+def _reverse_rows(knn: Tensor, r0: int, r1: int) -> Tensor:
+    """(G, R, L) bool: ``[g, i, j]`` is True when ``r0 + i`` is among ``j``'s neighbours."""
+    groups, length, _ = knn.shape
+    out = torch.zeros((groups, r1 - r0, length), dtype=torch.bool, device=knn.device)
+    hit = (knn >= r0) & (knn < r1)
+    g, j, slot = hit.nonzero(as_tuple=True)
+    out[g, knn[g, j, slot] - r0, j] = True
+    return out
+
+
+def _edge_weight(adjacency: Tensor, sim: Tensor, edge_weight: str, r0: int) -> Tensor:
+    """(G, R, L) float32 edge weights, zero off the graph and 1 on self-loops."""
+    if edge_weight == "binary":
+        return adjacency.float()
+    weight = sim.clamp_min(0.0) * adjacency
+    diag = torch.arange(r0, r0 + adjacency.shape[1], device=adjacency.device)
+    weight[:, diag - r0, diag] = adjacency[:, diag - r0, diag].float()
+    return weight

@@ -1,0 +1,358 @@
+"""GLOT as a sentence-transformers module: token graph -> message passing -> jumping knowledge -> readout."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model as load_safetensors_model
+from torch import Tensor, nn
+
+try:  # sentence-transformers 6
+    from sentence_transformers.base.modules import Module
+except ImportError:  # sentence-transformers 5
+    from sentence_transformers.models import Module
+
+from glot_st.freeze import freeze_modules
+from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph
+from glot_st.kernels import get_kernels
+from glot_st.layers import CONVS, make_layer
+from glot_st.readout import JK_MODES, AttentionReadout, JumpingKnowledge
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("auto", "sparse", "dense")
+TOKEN_STATES_KEY = "glot_token_embeddings"
+
+__all__ = ["GLOT", "LAYOUTS", "TOKEN_STATES_KEY"]
+
+
+class GLOT(Module):
+    """Graph pooling over token-similarity graphs of a frozen encoder (Mantri et al., ICLR 2026).
+
+    Place it after a ``Transformer`` module. For every sentence it links the sentence's own tokens whose
+    states are similar, refines the token states with ``num_layers`` message-passing layers, combines the
+    input and every layer by jumping knowledge, and pools the tokens with learned attention weights.
+
+    Reads ``features["token_embeddings"]`` (B, L, in_dim) and ``features["attention_mask"]`` (B, L); writes
+    ``features["sentence_embedding"]`` (B, D) and, with ``output_token_states=True``,
+    ``features["glot_token_embeddings"]`` (B, L, D) (zeros at padding). ``D`` is
+    :meth:`get_sentence_embedding_dimension`. A sentence without any valid token pools to a zero vector.
+
+    Args:
+        in_dim: width of the backbone's token states.
+        hidden_dim: width of every message-passing layer's output.
+        num_layers: number of message-passing layers ``K`` (0 = attention pooling of the raw token states).
+        conv: ``gat`` | ``gcn`` | ``gin`` | ``gine`` | ``sage``.
+        heads: GAT attention heads.
+        concat_heads: GAT heads concatenated (``hidden_dim // heads`` channels each) or averaged.
+        jk: jumping knowledge, ``cat`` (width ``in_dim + K * hidden_dim``), ``max`` or ``mean`` (width
+            ``hidden_dim``; the input is linearly projected to ``hidden_dim`` first).
+        tau: cosine threshold of the ``threshold`` graph, in [-1, 1]; edges where ``cos > tau``.
+        graph: ``threshold`` | ``topk`` | ``mutual_knn``.
+        k: neighbours per token for ``topk`` and ``mutual_knn``.
+        edge_weight: ``binary`` or ``cosine`` (similarity clamped at 0); see :mod:`glot_st.layers` for how
+            each conv uses it.
+        scorer_hidden: width of the readout's scorer MLP; ``None`` = ``max(128, D // 2)``.
+        dropout: dropout on every layer's output and on GAT attention coefficients, during training only.
+        backend: sparse kernels, ``auto`` | ``native`` | ``torch_scatter`` (see :mod:`glot_st.kernels`).
+        layout: ``auto`` (dense masked matmul for batches with at most ``dense_max_elements`` adjacency
+            entries, sparse CSR otherwise), ``sparse`` or ``dense``. Results agree within float tolerance.
+        dense_max_elements: ``B * heads * L * L`` bound of the ``auto`` layout's dense path.
+        output_token_states: also write the refined token states under ``glot_token_embeddings``.
+        freeze_backbone: when the module becomes part of a model, freeze every module in front of it (no
+            gradients, eval mode).
+    """
+
+    config_file_name = "glot_config.json"
+    config_keys: list[str] = [
+        "in_dim",
+        "hidden_dim",
+        "num_layers",
+        "conv",
+        "heads",
+        "concat_heads",
+        "jk",
+        "tau",
+        "graph",
+        "k",
+        "edge_weight",
+        "scorer_hidden",
+        "dropout",
+        "backend",
+        "layout",
+        "dense_max_elements",
+        "output_token_states",
+        "freeze_backbone",
+    ]
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int = 128,
+        num_layers: int = 2,
+        conv: str = "gat",
+        heads: int = 1,
+        concat_heads: bool = True,
+        jk: str = "cat",
+        tau: float = 0.6,
+        graph: str = "threshold",
+        k: int = 8,
+        edge_weight: str = "binary",
+        scorer_hidden: int | None = None,
+        dropout: float = 0.1,
+        backend: str = "auto",
+        layout: str = "auto",
+        dense_max_elements: int = 1 << 22,
+        output_token_states: bool = False,
+        freeze_backbone: bool = True,
+    ):
+        super().__init__()
+        _validate_config(locals())
+        self.in_dim = int(in_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.num_layers = int(num_layers)
+        self.conv = conv
+        self.heads = int(heads)
+        self.concat_heads = bool(concat_heads)
+        self.jk = jk
+        self.tau = float(tau)
+        self.graph = graph
+        self.k = int(k)
+        self.edge_weight = edge_weight
+        self.scorer_hidden = None if scorer_hidden is None else int(scorer_hidden)
+        self.dropout = float(dropout)
+        self.backend = backend
+        self.layout = layout
+        self.dense_max_elements = int(dense_max_elements)
+        self.output_token_states = bool(output_token_states)
+        self.freeze_backbone = bool(freeze_backbone)
+        self._kernels = get_kernels(backend)  # raises with the install command if torch_scatter is missing
+
+        widths = [self.in_dim] + [self.hidden_dim] * self.num_layers
+        self.layers = nn.ModuleList(
+            make_layer(
+                conv,
+                widths[i],
+                widths[i + 1],
+                heads=self.heads,
+                concat_heads=self.concat_heads,
+                dropout=self.dropout,
+                use_edge_weight=edge_weight == "cosine",
+            )
+            for i in range(self.num_layers)
+        )
+        self.jumping_knowledge = JumpingKnowledge(jk, self.in_dim, self.hidden_dim, self.num_layers)
+        self.readout = AttentionReadout(self.jumping_knowledge.out_dim, self.scorer_hidden)
+
+    # ---- sentence-transformers interface --------------------------------------------------------------
+    def forward(self, features: dict[str, Tensor | Any], **kwargs) -> dict[str, Tensor | Any]:
+        """Pool ``features["token_embeddings"]`` under ``features["attention_mask"]`` (see the class doc)."""
+        if "token_embeddings" not in features or "attention_mask" not in features:
+            raise ValueError(
+                "GLOT needs 'token_embeddings' and 'attention_mask' in the features; place it directly after a "
+                f"Transformer module (got keys {sorted(features)})"
+            )
+        embeddings, token_states = self._pool(
+            features["token_embeddings"], features["attention_mask"], self.output_token_states
+        )
+        features["sentence_embedding"] = embeddings
+        if token_states is not None:
+            features[TOKEN_STATES_KEY] = token_states
+        return features
+
+    def pool(self, token_states: Tensor, attention_mask: Tensor) -> Tensor:
+        """Sentence embeddings of a padded batch.
+
+        Args:
+            token_states: (B, L, in_dim) float tensor of any float dtype (fp32, fp16, bf16).
+            attention_mask: (B, L), non-zero at real tokens; padding may sit on either side.
+
+        Returns:
+            (B, D) tensor in the module's parameter dtype.
+        """
+        return self._pool(token_states, attention_mask, False)[0]
+
+    def get_embedding_dimension(self) -> int:
+        """``D``: ``in_dim + num_layers * hidden_dim`` for ``jk="cat"``, ``hidden_dim`` otherwise."""
+        return self.jumping_knowledge.out_dim
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """Alias of :meth:`get_embedding_dimension` (the sentence-transformers 5 name)."""
+        return self.get_embedding_dimension()
+
+    def on_model_ready(self, model: nn.Module) -> None:
+        """Freeze every module in front of this one when ``freeze_backbone`` is set."""
+        if self.freeze_backbone:
+            freeze_modules(_modules_before(model, self))
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        **kwargs,
+    ) -> GLOT:
+        """Load a saved GLOT module; a missing or corrupt config or weights file is an error naming the file."""
+        hub_kwargs = dict(
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
+        where = f"{model_name_or_path}/{subfolder}".rstrip("/")
+        config_path = cls.load_file_path(model_name_or_path, filename=cls.config_file_name, **hub_kwargs)
+        if config_path is None:
+            raise FileNotFoundError(f"GLOT config file {cls.config_file_name!r} is missing from {where!r}")
+        try:
+            with open(config_path, encoding="utf-8") as handle:
+                config = json.load(handle)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"GLOT config file {config_path!r} is not valid JSON: {error}") from error
+        if not isinstance(config, dict):
+            raise ValueError(f"GLOT config file {config_path!r} must hold a JSON object")
+        unknown = sorted(set(config) - set(cls.config_keys))
+        if unknown:
+            logger.warning("ignoring unknown GLOT config keys %s in %s", unknown, config_path)
+            config = {key: value for key, value in config.items() if key in cls.config_keys}
+        try:
+            model = cls(**config)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"GLOT config file {config_path!r} is invalid: {error}") from error
+
+        weights_path = cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub_kwargs)
+        if weights_path is None:
+            raise FileNotFoundError(f"GLOT weights file 'model.safetensors' is missing from {where!r}")
+        try:
+            load_safetensors_model(model, weights_path, strict=True)
+        except Exception as error:  # safetensors raises its own error types for truncated / corrupt files
+            raise ValueError(f"GLOT weights file {weights_path!r} could not be loaded: {error}") from error
+        return model
+
+    # ---- the computation --------------------------------------------------------------------------------
+    def _pool(self, token_states: Tensor, attention_mask: Tensor, with_tokens: bool) -> tuple[Tensor, Tensor | None]:
+        mask = self._check_inputs(token_states, attention_mask)
+        batch, length, _ = token_states.shape
+        dtype = self.readout.scorer[0].weight.dtype
+        with torch.no_grad():
+            graph = build_token_graph(
+                token_states,
+                mask,
+                tau=self.tau,
+                graph=self.graph,
+                k=self.k,
+                edge_weight=self.edge_weight,
+                layout=self._choose_layout(batch, length),
+                backend=self._kernels,
+            )
+        nodes = token_states.reshape(batch * length, -1).index_select(0, graph.node_position).to(dtype)
+        hidden, layer_outputs = nodes, []
+        for layer in self.layers:
+            hidden = F.dropout(F.relu(layer(hidden, graph)), p=self.dropout, training=self.training)
+            layer_outputs.append(hidden)
+        features = self.jumping_knowledge(nodes, layer_outputs)
+
+        counts = torch.bincount(graph.node_batch, minlength=batch)
+        sentence_rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        embeddings, _ = self.readout(features, graph.node_batch, sentence_rowptr, batch, self._kernels)
+        if not with_tokens:
+            return embeddings, None
+        padded = features.new_zeros((batch * length, features.shape[1]))
+        padded = padded.index_copy(0, graph.node_position, features).view(batch, length, -1)
+        return embeddings, padded
+
+    def _choose_layout(self, batch: int, length: int) -> str:
+        if self.layout != "auto":
+            return self.layout
+        if self.conv == "gine":
+            return "sparse"
+        heads = self.heads if self.conv == "gat" else 1
+        return "dense" if batch * heads * length * length <= self.dense_max_elements else "sparse"
+
+    def _check_inputs(self, token_states: Tensor, attention_mask: Tensor) -> Tensor:
+        """Validate shapes, width and values; return the mask as a bool (B, L) tensor."""
+        if not isinstance(token_states, Tensor) or token_states.dim() != 3:
+            shape = tuple(token_states.shape) if isinstance(token_states, Tensor) else type(token_states).__name__
+            raise ValueError(f"token_embeddings must be a (batch, tokens, in_dim) tensor; got {shape}")
+        if not token_states.is_floating_point():
+            raise ValueError(f"token_embeddings must be a float tensor; got dtype {token_states.dtype}")
+        if token_states.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"GLOT was built with in_dim={self.in_dim} but the token embeddings have width "
+                f"{token_states.shape[-1]}; build GLOT with in_dim={token_states.shape[-1]} for this backbone"
+            )
+        if tuple(attention_mask.shape) != tuple(token_states.shape[:2]):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but token_embeddings have "
+                f"(batch, tokens) = {tuple(token_states.shape[:2])}"
+            )
+        mask = attention_mask.to(device=token_states.device) != 0
+        finite = torch.isfinite(token_states).all(-1) | ~mask
+        if not bool(finite.all()):
+            rows = (~finite).any(-1).nonzero().flatten().tolist()
+            raise ValueError(f"token_embeddings contain NaN or inf at real tokens of batch row(s) {rows[:10]}")
+        return mask
+
+    def __repr__(self) -> str:
+        return f"GLOT({self.get_config_dict()})"
+
+
+def _modules_before(model: nn.Module, target: nn.Module) -> list[nn.Module]:
+    """The modules in front of ``target`` in a sequential model (empty if ``target`` is not a child)."""
+    before = []
+    for module in model.children():
+        if module is target:
+            return before
+        before.append(module)
+    return []
+
+
+def _validate_config(config: dict[str, Any]) -> None:
+    """Raise ValueError naming the first invalid config value."""
+
+    def positive_int(name: str, minimum: int = 1) -> None:
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+
+    def choice(name: str, options: tuple[str, ...]) -> None:
+        if config[name] not in options:
+            raise ValueError(f"unknown {name} {config[name]!r}; choose one of {', '.join(options)}")
+
+    positive_int("in_dim")
+    positive_int("hidden_dim")
+    positive_int("num_layers", minimum=0)
+    positive_int("heads")
+    positive_int("k")
+    positive_int("dense_max_elements", minimum=0)
+    if config["scorer_hidden"] is not None:
+        positive_int("scorer_hidden")
+    choice("conv", CONVS)
+    choice("jk", JK_MODES)
+    choice("graph", GRAPH_KINDS)
+    choice("edge_weight", EDGE_WEIGHTS)
+    choice("layout", LAYOUTS)
+    tau = config["tau"]
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not -1.0 <= float(tau) <= 1.0:
+        raise ValueError(f"tau must be a number in [-1, 1]; got {tau!r}")
+    dropout = config["dropout"]
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+    if config["conv"] == "gine" and config["layout"] == "dense":
+        raise ValueError("conv='gine' needs layout='sparse' or 'auto' (its message is not a matrix product)")
+    if config["conv"] == "gat" and config["concat_heads"] and config["hidden_dim"] % config["heads"]:
+        raise ValueError(
+            f"hidden_dim={config['hidden_dim']} must be divisible by heads={config['heads']} when heads are concatenated"
+        )

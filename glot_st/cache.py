@@ -129,7 +129,11 @@ def _tokenizer_digest(tokenizer: Any) -> str:
         return "none"
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and hasattr(backend, "to_str"):
-        return hashlib.sha256(backend.to_str().encode()).hexdigest()
+        state = json.loads(backend.to_str())
+        # truncation/padding are call-time settings the tokenizer keeps from its last call, not identity
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        return _json_digest([type(tokenizer).__name__, state])
     vocab = sorted(tokenizer.get_vocab().items())
     return _json_digest([type(tokenizer).__name__, vocab])
 
@@ -138,7 +142,9 @@ def _first_transformer(model: torch.nn.Module) -> torch.nn.Module:
     try:
         first = model[0]
     except (TypeError, IndexError, KeyError) as exc:
-        raise TypeError(f"expected a SentenceTransformer whose first module is a Transformer, got {type(model).__name__}") from exc
+        raise TypeError(
+            f"expected a SentenceTransformer whose first module is a Transformer, got {type(model).__name__}"
+        ) from exc
     if not hasattr(first, "auto_model"):
         raise TypeError(
             f"the model's first module is a {type(first).__name__}, not a sentence-transformers Transformer"
@@ -297,7 +303,9 @@ def _encode_shard(
             if rows.shape[0] == 0:
                 raise ValueError(f"text row {first_row + int(local)} produced no tokens")
             if not np.isfinite(rows).all():
-                raise FloatingPointError(f"backbone produced non-finite token states for text row {first_row + int(local)}")
+                raise FloatingPointError(
+                    f"backbone produced non-finite token states for text row {first_row + int(local)}"
+                )
             stored = rows.astype(np_dtype)
             if not np.isfinite(stored).all():
                 raise FloatingPointError(
@@ -324,6 +332,7 @@ def build_cache(
     device: str | torch.device | None = None,
     overwrite: bool = False,
     show_progress_bar: bool = True,
+    key: dict[str, Any] | None = None,
 ) -> TokenCache:
     """Run the frozen backbone once over ``texts`` and store the token states in ``directory``.
 
@@ -340,6 +349,8 @@ def build_cache(
         device: where the backbone runs; ``None`` = ``model.device``.
         overwrite: delete a cache with another key (or layout) in ``directory`` instead of raising.
         show_progress_bar: show a tqdm bar over texts.
+        key: ``cache_key(model, texts)`` if the caller already computed it (saves hashing the weights
+            twice); ``None`` computes it.
 
     Returns:
         The opened :class:`TokenCache`.
@@ -357,7 +368,7 @@ def build_cache(
     if not texts:
         raise ValueError("cannot build a cache of zero texts")
     directory = Path(directory)
-    key = cache_key(model, texts)
+    key = cache_key(model, texts) if key is None else key
     manifest = _read_manifest(directory)
     if manifest is not None:
         problems = _key_differences(manifest.get("key", {}), key)
@@ -366,7 +377,9 @@ def build_cache(
         if manifest.get("shard_size") != shard_size:
             problems.append(f"shard_size differs (cache {manifest.get('shard_size')}, requested {shard_size})")
         if manifest.get("format_version") != CACHE_FORMAT_VERSION:
-            problems.append(f"format_version differs (cache {manifest.get('format_version')}, code {CACHE_FORMAT_VERSION})")
+            problems.append(
+                f"format_version differs (cache {manifest.get('format_version')}, code {CACHE_FORMAT_VERSION})"
+            )
         if problems:
             if not overwrite:
                 raise ValueError(

@@ -99,19 +99,107 @@ def build_token_graph(
         return DenseGraph(adjacency=adjacency, weight=weight, **common)
 
     node_id = (flat_mask.long().cumsum(0) - 1).view(batch, length)
+    cosine = edge_weight == "cosine"
     src_parts, dst_parts, weight_parts = [], [], []
     for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
-        adjacency, sim = _block_adjacency(unit, mask, b0, b1, r0, r1, graph, tau, k, knn)
-        g, i, j = adjacency.nonzero(as_tuple=True)
+        g, i, j, w = _block_edges(unit, mask, b0, b1, r0, r1, graph, tau, k, knn, cosine)
         dst_parts.append(node_id[b0 + g, r0 + i])
         src_parts.append(node_id[b0 + g, j])
-        weight_parts.append(_edge_weight(adjacency, sim, edge_weight, r0)[g, i, j])
-    dst = torch.cat(dst_parts) if dst_parts else node_position.new_zeros(0)
-    src = torch.cat(src_parts) if src_parts else node_position.new_zeros(0)
-    weight = torch.cat(weight_parts) if weight_parts else unit.new_zeros(0)
+        if w is not None:
+            weight_parts.append(w)
+        del g, i, j, w
+    dst = _concat(dst_parts, node_position.new_zeros(0))
+    src = _concat(src_parts, node_position.new_zeros(0))
+    # binary graphs: a weight of 1 on every edge, made once instead of gathered block by block
+    weight = _concat(weight_parts, unit.new_zeros(0)) if cosine else unit.new_ones(dst.numel())
     counts = torch.bincount(dst, minlength=common["num_nodes"])
     rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return SparseGraph(src=src, dst=dst, rowptr=rowptr, weight=weight, **common)
+
+
+def _concat(parts: list[Tensor], empty: Tensor) -> Tensor:
+    """``torch.cat`` without the copy when there is a single part (the usual case)."""
+    if not parts:
+        return empty
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _block_edges(
+    unit: Tensor,
+    mask: Tensor,
+    b0: int,
+    b1: int,
+    r0: int,
+    r1: int,
+    graph: str,
+    tau: float,
+    k: int,
+    knn: tuple[Tensor, Tensor] | None,
+    cosine: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Edges of destination rows ``r0:r1`` of sentences ``b0:b1``, in (sentence, row, column) order.
+
+    The sparse path never materialises more than one ``(G, R, L)`` similarity block (plus one bool block for
+    ``threshold``); ``topk`` and ``mutual_knn`` go from the similarity straight to ``k + 1`` candidates per row.
+
+    Returns:
+        ``(g, i, j, weight)``: (E,) int64 block-local sentence ``g``, row ``i`` (token ``r0 + i``) and source
+        token ``j``; ``weight`` (E,) float32 (clamped cosine, 1 on self-loops) when ``cosine`` else ``None``.
+    """
+    row_mask = mask[b0:b1, r0:r1]
+    padded = not bool(mask[b0:b1].all())
+    diag = torch.arange(r0, r1, device=unit.device)
+    if graph == "mutual_knn":
+        assert knn is not None
+        indices, values = knn[0][b0:b1], knn[1][b0:b1]  # (G, L, k)
+        rows = indices[:, r0:r1]  # (G, R, k), -1 = none
+        groups, num_rows, keep = rows.shape
+        # j = rows[g, i, s] is kept when r0 + i is among j's own neighbours
+        back = torch.gather(indices, 1, rows.clamp_min(0).reshape(groups, num_rows * keep, 1).expand(-1, -1, keep))
+        mutual = (back.view(groups, num_rows, keep, keep) == diag.view(1, -1, 1, 1)).any(-1) & (rows >= 0)
+        return _candidate_edges(rows, values[:, r0:r1], mutual, row_mask, diag, unit.shape[1], cosine)
+
+    sim = torch.bmm(unit[b0:b1, r0:r1], unit[b0:b1].transpose(1, 2))  # (G, R, L) float32
+    if graph == "topk":
+        if padded:
+            sim.masked_fill_(~mask[b0:b1].unsqueeze(1), float("-inf"))
+        sim[:, diag - r0, diag] = float("-inf")  # the self-loop is added below, never a top-k neighbour
+        top = sim.topk(min(k, sim.shape[-1]), dim=-1)
+        del sim
+        found = top.values > float("-inf")
+        return _candidate_edges(top.indices, top.values, found, row_mask, diag, unit.shape[1], cosine)
+
+    # threshold: cos > tau, plus a self-loop on every valid token (the diagonal is lifted above any tau)
+    sim[:, diag - r0, diag] = 2.0
+    adjacency = sim > tau
+    if padded:
+        adjacency &= mask[b0:b1].unsqueeze(1)
+        adjacency &= row_mask.unsqueeze(2)
+    g, i, j = adjacency.nonzero(as_tuple=True)
+    del adjacency
+    if not cosine:
+        return g, i, j, None
+    sim[:, diag - r0, diag] = 1.0
+    return g, i, j, sim[g, i, j].clamp_min_(0.0)
+
+
+def _candidate_edges(
+    columns: Tensor, values: Tensor, keep: Tensor, row_mask: Tensor, diag: Tensor, length: int, cosine: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Edges from per-row candidate columns (G, R, k) with similarities and a keep mask, plus self-loops.
+
+    Each row's kept candidates and its own diagonal are sorted by column, so the edge list stays
+    destination- then source-sorted; rows that are padding get no edge.
+    """
+    groups, num_rows, _ = columns.shape
+    columns = torch.cat([columns.masked_fill(~keep, length), diag.view(1, -1, 1).expand(groups, -1, 1)], dim=-1)
+    columns, order = columns.sort(dim=-1)
+    g, i, slot = ((columns < length) & row_mask.unsqueeze(2)).nonzero(as_tuple=True)
+    j = columns[g, i, slot]
+    if not cosine:
+        return g, i, j, None
+    weights = torch.cat([values.clamp_min(0.0), values.new_ones(groups, num_rows, 1)], dim=-1)
+    return g, i, j, weights.gather(-1, order)[g, i, slot]
 
 
 def _blocks(mask: Tensor, batch: int, length: int, block_elements: int) -> Iterator[tuple[int, int, int, int]]:
@@ -127,11 +215,10 @@ def _blocks(mask: Tensor, batch: int, length: int, block_elements: int) -> Itera
             yield b0, min(batch, b0 + group), 0, length
         return
     rows = max(1, block_elements // max(1, length))
-    valid_rows = mask.any(0)
     for b in range(batch):
         for r0 in range(0, length, rows):
             r1 = min(length, r0 + rows)
-            if bool(valid_rows[r0:r1].any()):
+            if bool(mask[b, r0:r1].any()):
                 yield b, b + 1, r0, r1
 
 
@@ -145,7 +232,7 @@ def _block_adjacency(
     graph: str,
     tau: float,
     k: int,
-    knn: Tensor | None,
+    knn: tuple[Tensor, Tensor] | None,
 ) -> tuple[Tensor, Tensor]:
     """Adjacency and similarity of destination rows ``r0:r1`` of sentences ``b0:b1``.
 
@@ -169,7 +256,7 @@ def _block_adjacency(
         adjacency = _topk_rows(sim, valid & ~self_loop, k)
     else:  # mutual_knn
         assert knn is not None
-        adjacency = _rows_from_indices(knn[b0:b1, r0:r1], length) & _reverse_rows(knn[b0:b1], r0, r1)
+        adjacency = _rows_from_indices(knn[0][b0:b1, r0:r1], length) & _reverse_rows(knn[0][b0:b1], r0, r1)
     adjacency = (adjacency & valid) | self_loop
     return adjacency, sim
 
@@ -184,19 +271,28 @@ def _topk_rows(sim: Tensor, candidates: Tensor, k: int) -> Tensor:
     return chosen
 
 
-def _knn_indices(unit: Tensor, mask: Tensor, k: int, block_elements: int) -> Tensor:
-    """(B, L, k) int64: each token's ``k`` nearest other valid tokens (``-1`` where fewer exist)."""
+def _knn_indices(unit: Tensor, mask: Tensor, k: int, block_elements: int) -> tuple[Tensor, Tensor]:
+    """Each token's ``k`` nearest other valid tokens, computed block by block.
+
+    Returns:
+        ``(indices, values)``: (B, L, k) int64 neighbour tokens (``-1`` where fewer exist) and (B, L, k) float32
+        their cosine similarities (``-inf`` where none).
+    """
     batch, length, _ = unit.shape
     keep = min(k, length)
-    out = torch.full((batch, length, keep), -1, dtype=torch.long, device=unit.device)
+    indices = torch.full((batch, length, keep), -1, dtype=torch.long, device=unit.device)
+    values = torch.full((batch, length, keep), float("-inf"), device=unit.device)
     for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
         sim = torch.bmm(unit[b0:b1, r0:r1], unit[b0:b1].transpose(1, 2))
-        candidates = mask[b0:b1, r0:r1].unsqueeze(2) & mask[b0:b1].unsqueeze(1)
+        sim.masked_fill_(~(mask[b0:b1, r0:r1].unsqueeze(2) & mask[b0:b1].unsqueeze(1)), float("-inf"))
         diag = torch.arange(r0, r1, device=unit.device)
-        candidates[:, diag - r0, diag] = False
-        top = sim.masked_fill(~candidates, float("-inf")).topk(keep, dim=-1)
-        out[b0:b1, r0:r1] = top.indices.masked_fill(top.values == float("-inf"), -1)
-    return out
+        sim[:, diag - r0, diag] = float("-inf")
+        top = sim.topk(keep, dim=-1)
+        del sim
+        found = top.values > float("-inf")
+        indices[b0:b1, r0:r1] = top.indices.masked_fill(~found, -1)
+        values[b0:b1, r0:r1] = top.values
+    return indices, values
 
 
 def _rows_from_indices(indices: Tensor, length: int) -> Tensor:
@@ -220,7 +316,8 @@ def _edge_weight(adjacency: Tensor, sim: Tensor, edge_weight: str, r0: int) -> T
     """(G, R, L) float32 edge weights, zero off the graph and 1 on self-loops."""
     if edge_weight == "binary":
         return adjacency.float()
-    weight = sim.clamp_min(0.0) * adjacency
+    # masked_fill, not a product: sim is NaN at padding columns whose states are NaN / inf (allowed there)
+    weight = sim.clamp_min(0.0).masked_fill(~adjacency, 0.0)
     diag = torch.arange(r0, r0 + adjacency.shape[1], device=adjacency.device)
     weight[:, diag - r0, diag] = adjacency[:, diag - r0, diag].float()
     return weight

@@ -133,7 +133,8 @@ class TaskHead(torch.nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(directory / WEIGHTS_NAME))
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> TaskHead:
@@ -150,7 +151,9 @@ def _class_labels(labels: Any, num_labels: int, row_ids: Any) -> torch.Tensor:
     out = []
     for pos, value in enumerate(values):
         if value is None or isinstance(value, bool) or (isinstance(value, float) and not float(value).is_integer()):
-            raise ValueError(f"label at {_row_name(pos, rows)} is {value!r}; expected an integer class in [0, {num_labels})")
+            raise ValueError(
+                f"label at {_row_name(pos, rows)} is {value!r}; expected an integer class in [0, {num_labels})"
+            )
         try:
             as_int = int(value)
         except (TypeError, ValueError) as exc:

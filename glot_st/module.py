@@ -20,6 +20,7 @@ from glot_st.freeze import freeze_modules
 from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph
 from glot_st.kernels import get_kernels
 from glot_st.layers import CONVS, make_layer
+from glot_st.model_card import attach_model_card
 from glot_st.readout import JK_MODES, AttentionReadout, JumpingKnowledge
 
 logger = logging.getLogger(__name__)
@@ -185,9 +186,10 @@ class GLOT(Module):
         return self.get_embedding_dimension()
 
     def on_model_ready(self, model: nn.Module) -> None:
-        """Freeze every module in front of this one when ``freeze_backbone`` is set."""
+        """Freeze every module in front of this one when ``freeze_backbone`` is set; add the GLOT model card."""
         if self.freeze_backbone:
             freeze_modules(_modules_before(model, self))
+        attach_model_card(model)
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
         self.save_config(output_path)
@@ -307,6 +309,17 @@ class GLOT(Module):
 
     def __repr__(self) -> str:
         return f"GLOT({self.get_config_dict()})"
+
+    # The kernel set is a Python module, which cannot be pickled: drop it and resolve it again, so GLOT can be
+    # deep-copied and sent to the spawned workers of sentence-transformers' multi-process pool.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("_kernels", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._kernels = get_kernels(self.backend)
 
 
 def _modules_before(model: nn.Module, target: nn.Module) -> list[nn.Module]:

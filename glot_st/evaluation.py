@@ -1,0 +1,827 @@
+"""The paper's evidence on real data: the signal-dilution stress test and GLUE-lite, on a frozen MiniLM.
+
+Both runners compare the same poolers (``METHODS``: CLS, mean, max, AdaPool, GLOT) under one training
+budget (:class:`Budget`: epochs, learning rate, batch size, weight decay) with cached training
+(:func:`glot_st.training.train_cached`): the frozen backbone runs once per dataset and every method trains
+its pooler (if it has weights) and a task head from the same token-state cache.
+
+* :func:`run_stress`: ``make_stress_task(rho, n_train, n_eval, seed)`` for every (rho, seed); a linear
+  head on the pooled embedding; eval accuracy. Writes ``stress.json``, ``stress.md`` and
+  ``stress_accuracy_vs_rho.png``.
+* :func:`run_glue`: CoLA (MCC), SST-2 (accuracy), STS-B (Spearman), MRPC (F1), RTE (accuracy) on their
+  dev splits (STS-B: test); heads from :mod:`glot_st.heads` by task kind (linear; linear on ``[z1; z2]``;
+  cosine of a projected pair for STS-B). Training rows are capped at ``max_train`` by a fixed random
+  subset, the same for every method and seed. Also scores the backbone's own untrained pooling on STS-B.
+  Writes ``glue.json`` and ``glue.md``.
+
+Reported numbers are the eval metric after the last epoch (no epoch selection on the eval split); the
+best epoch's value is kept in the JSON as well. GLOT is built with the library defaults
+(``GLOT(in_dim)``), unless the caller passes ``glot_config``.
+
+Public API::
+
+    METHODS, Budget, make_method_pooler(name, in_dim, glot_config=None), train_method(...),
+    run_stress(...), run_glue(...), stress_markdown(results), glue_markdown(results), plot_stress(results, path)
+    add_stress_arguments(parser) / stress_main(args), add_glue_arguments(parser) / glue_main(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from glot_st.baselines import make_pooler
+from glot_st.data import TASKS, TextSplit, load_split
+from glot_st.metrics import spearman
+from glot_st.module import GLOT
+from glot_st.stress import PAPER_RHOS, STRESS_TASK, make_stress_task
+from glot_st.training import seed_everything, train_cached
+
+__all__ = [
+    "DEFAULT_GLUE_DIR",
+    "DEFAULT_STRESS_DIR",
+    "GLUE_TASKS",
+    "METHODS",
+    "METHOD_LABELS",
+    "STRESS_TARGET",
+    "Budget",
+    "add_glue_arguments",
+    "add_stress_arguments",
+    "glue_main",
+    "glue_markdown",
+    "load_backbone",
+    "make_method_pooler",
+    "plot_stress",
+    "run_glue",
+    "run_stress",
+    "stress_main",
+    "stress_markdown",
+    "summarize",
+    "train_method",
+]
+
+METHODS: tuple[str, ...] = ("cls", "mean", "max", "adapool", "glot")
+METHOD_LABELS: dict[str, str] = {"cls": "CLS", "mean": "Mean", "max": "Max", "adapool": "AdaPool", "glot": "GLOT"}
+GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "stsb", "mrpc", "rte")
+METRIC_LABELS: dict[str, str] = {"mcc": "MCC", "accuracy": "Acc", "spearman": "Spearman", "f1": "F1"}
+#: the paper's stress-test claim: GLOT keeps >= 97% accuracy at every rho
+STRESS_TARGET = 0.97
+#: the rows of a capped training set are drawn with this seed (independent of the training seeds)
+SUBSET_SEED = 12345
+DEFAULT_STRESS_DIR = Path("benchmarks/results/stress")
+DEFAULT_GLUE_DIR = Path("benchmarks/results/glue")
+UNTRAINED_ROW = "minilm_mean_untrained"
+
+Log = Callable[[str], None]
+
+
+def _print(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One training budget shared by every method of a comparison.
+
+    Attributes:
+        epochs: passes over the training rows.
+        lr: AdamW learning rate (pooler and head).
+        batch_size: examples per step.
+        weight_decay: AdamW weight decay.
+    """
+
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError(f"invalid budget {self}")
+
+
+# --------------------------------------------------------------------------------------------- pieces
+
+
+def load_backbone(max_seq_length: int = 256, device: str | None = "cpu") -> Any:
+    """The offline all-MiniLM-L6-v2 ``SentenceTransformer`` (Transformer + mean Pooling + Normalize).
+
+    Only its first module (the Transformer) is used for the token-state caches; the whole model gives the
+    untrained mean-pooling baseline.
+
+    Args:
+        max_seq_length: token limit of the Transformer (256 = MiniLM's maximum; holds a 128-word text).
+        device: where the backbone runs.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from glot_st.resources import minilm_path
+
+    model = SentenceTransformer(minilm_path(), device=device)
+    model[0].max_seq_length = int(max_seq_length)
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _token_width(backbone: Any) -> int:
+    first = backbone[0]
+    if hasattr(first, "get_embedding_dimension"):
+        return int(first.get_embedding_dimension())
+    return int(first.get_word_embedding_dimension())
+
+
+def make_method_pooler(name: str, in_dim: int, glot_config: dict[str, Any] | None = None) -> torch.nn.Module:
+    """A fresh pooler with the ``pool(token_states, mask)`` interface.
+
+    Args:
+        name: one of ``METHODS`` (``cls``, ``mean``, ``max``, ``adapool``, ``glot``).
+        in_dim: token width of the backbone.
+        glot_config: GLOT arguments other than ``in_dim`` (``None``: the library defaults).
+    """
+    if name == "glot":
+        return GLOT(in_dim=in_dim, **(glot_config or {}))
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    return make_pooler(name, in_dim)
+
+
+def train_method(
+    backbone: Any,
+    method: str,
+    train: TextSplit,
+    evaluation: TextSplit,
+    *,
+    task: Any,
+    budget: Budget,
+    seed: int,
+    cache_dir: str | os.PathLike,
+    glot_config: dict[str, Any] | None = None,
+    show_progress_bar: bool = False,
+) -> dict[str, Any]:
+    """Train one method (pooler + task head) from the token-state cache and score it on ``evaluation``.
+
+    Args:
+        backbone: the frozen ``SentenceTransformer`` whose first module makes the token states.
+        method: one of ``METHODS``.
+        train, evaluation: the splits (``evaluation`` is scored after every epoch).
+        task: the ``TaskSpec`` (kind, number of labels, metric).
+        budget: the shared training budget.
+        seed: seeds the pooler's and head's initialisation, dropout and the batch order.
+        cache_dir: token-state cache root shared by all methods (built by the first, reused by the rest).
+        glot_config: GLOT arguments (``None``: the defaults).
+        show_progress_bar: tqdm bars of the training loop.
+
+    Returns:
+        ``metric`` (after the last epoch), ``best_metric`` / ``best_epoch`` (for reference), ``history`` (one
+        dict per epoch), ``train_seconds``, ``eval_seconds``, ``cache_seconds``, ``trainable_parameters``.
+    """
+    seed_everything(seed)
+    pooler = make_method_pooler(method, _token_width(backbone), glot_config)
+    result = train_cached(
+        backbone,
+        train,
+        evaluation,
+        pooler=pooler,
+        task=task,
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        lr=budget.lr,
+        weight_decay=budget.weight_decay,
+        seed=seed,
+        cache_dir=cache_dir,
+        show_progress_bar=show_progress_bar,
+    )
+    history = [dict(h) for h in result.history]
+    return {
+        "metric": float(history[-1]["metric"]),
+        "best_metric": float(result.best_metric),
+        "best_epoch": int(result.best_epoch),
+        "history": history,
+        "train_seconds": float(sum(h["seconds"] for h in history)),
+        "eval_seconds": float(sum(h["eval_seconds"] for h in history)),
+        "cache_seconds": float(result.cache_seconds),
+        "trainable_parameters": int(result.trainable_parameters),
+    }
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (``ddof=1``; 0 for one value), min, max and count of ``values``."""
+    array = np.asarray(list(values), dtype=np.float64)
+    if array.size == 0:
+        raise ValueError("no values to summarize")
+    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return {"mean": float(array.mean()), "std": std, "min": float(array.min()), "max": float(array.max()), "n": int(array.size)}
+
+
+def _environment(started: float, load_start: tuple[float, float, float] | None) -> dict[str, Any]:
+    import sentence_transformers
+
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": list(load_start) if load_start else None,
+        "load_average_end": list(load_end) if load_end else None,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _cell(summary: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
+    if summary is None:
+        return "–"
+    if summary["n"] == 1:
+        return f"{summary['mean'] * scale:.{digits}f}"
+    return f"{summary['mean'] * scale:.{digits}f} ± {summary['std'] * scale:.{digits}f}"
+
+
+def _token_stats(backbone: Any, texts: Sequence[str]) -> dict[str, int]:
+    """Tokens per text before truncation (special tokens included) and how many exceed max_seq_length."""
+    limit = int(backbone[0].max_seq_length)
+    lengths = [len(ids) for ids in backbone.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+    return {"max_tokens": int(max(lengths)), "max_seq_length": limit, "truncated": int(sum(n > limit for n in lengths))}
+
+
+def _run_key(run: dict[str, Any], fields: Sequence[str]) -> tuple:
+    return tuple(run[f] for f in fields)
+
+
+def _load_resumable(path: Path, protocol: dict[str, Any], log: Log) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return []
+    if previous.get("protocol") != protocol:
+        log(f"resume: {path} was written under another protocol; starting afresh")
+        return []
+    runs = list(previous.get("runs", []))
+    log(f"resume: reusing {len(runs)} finished runs from {path}")
+    return runs
+
+
+# --------------------------------------------------------------------------------------------- stress
+
+
+def run_stress(
+    *,
+    methods: Sequence[str] = METHODS,
+    rhos: Sequence[float] = PAPER_RHOS,
+    seeds: Sequence[int] = (0, 1, 2),
+    n_train: int = 2000,
+    n_eval: int = 500,
+    length: int = 128,
+    budget: Budget = Budget(),
+    max_seq_length: int = 256,
+    output_dir: str | os.PathLike = DEFAULT_STRESS_DIR,
+    cache_dir: str | os.PathLike | None = None,
+    glot_config: dict[str, Any] | None = None,
+    resume: bool = False,
+    plot: bool = True,
+    backbone: Any = None,
+    show_progress_bar: bool = False,
+    log: Log = _print,
+) -> dict[str, Any]:
+    """The signal-dilution stress test: every method at every rho and seed, one shared budget.
+
+    For each (rho, seed) the dataset is ``make_stress_task(rho, n_train, n_eval, seed, length)``; the frozen
+    backbone runs once over it (token-state cache) and every method trains a linear head (and its own
+    weights, for AdaPool and GLOT) from that cache.
+
+    Args:
+        methods: subset of ``METHODS``.
+        rhos: distractor fractions.
+        seeds: dataset and training seeds.
+        n_train, n_eval: rows per split (even).
+        length: words per text.
+        budget: the shared training budget.
+        max_seq_length: backbone token limit (a 128-word text is ~130-140 MiniLM tokens).
+        output_dir: where ``stress.json``, ``stress.md`` and ``stress_accuracy_vs_rho.png`` go.
+        cache_dir: keep the token-state caches here (reused by later runs); ``None``: a temporary folder per
+            dataset, deleted once every method trained on it.
+        glot_config: GLOT arguments (``None``: the library defaults).
+        resume: reuse finished runs of an earlier, interrupted call with the same protocol.
+        plot: write the PNG (needs matplotlib).
+        backbone: a ready backbone from :func:`load_backbone` (``None``: load it).
+        show_progress_bar: tqdm bars of caching and training.
+        log: progress messages.
+
+    Returns:
+        The results dict that ``stress.json`` holds (``protocol``, ``runs``, ``summary``, ``targets``,
+        ``token_stats``, ``environment``).
+    """
+    started = time.perf_counter()
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    methods = _check_methods(methods)
+    rhos = [float(r) for r in rhos]
+    seeds = [int(s) for s in seeds]
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    backbone = load_backbone(max_seq_length) if backbone is None else backbone
+    glot_effective = make_method_pooler("glot", _token_width(backbone), glot_config).get_config_dict()
+    protocol = {
+        "experiment": "stress",
+        "methods": methods,
+        "rhos": rhos,
+        "seeds": seeds,
+        "n_train": int(n_train),
+        "n_eval": int(n_eval),
+        "length": int(length),
+        "budget": dataclasses.asdict(budget),
+        "optimizer": "AdamW",
+        "head": "linear (single sentence)",
+        "max_seq_length": int(backbone[0].max_seq_length),
+        "backbone": "sentence-transformers/all-MiniLM-L6-v2 (frozen, offline copy)",
+        "glot_config": glot_effective,
+        "reported": "eval accuracy after the last epoch",
+    }
+    json_path = output_dir / "stress.json"
+    runs = _load_resumable(json_path, protocol, log) if resume else []
+    done = {_run_key(r, ("rho", "seed", "method")) for r in runs}
+    token_stats: dict[str, Any] = {}
+    results: dict[str, Any] = {}
+
+    for rho in rhos:
+        for seed in seeds:
+            todo = [m for m in methods if (rho, seed, m) not in done]
+            if not todo:
+                continue
+            train, evaluation = make_stress_task(rho, n_train=n_train, n_eval=n_eval, seed=seed, length=length)
+            token_stats[f"{rho:g}/{seed}"] = _token_stats(backbone, train.texts_a + evaluation.texts_a)
+            tmp = tempfile.TemporaryDirectory(prefix="glot_stress_") if cache_dir is None else None
+            root = Path(tmp.name) if tmp is not None else Path(cache_dir)
+            try:
+                for method in todo:
+                    outcome = train_method(
+                        backbone, method, train, evaluation, task=STRESS_TASK, budget=budget, seed=seed,
+                        cache_dir=root, glot_config=glot_config, show_progress_bar=show_progress_bar,
+                    )
+                    runs.append({"rho": rho, "seed": seed, "method": method, "accuracy": outcome.pop("metric"), **outcome})
+                    log(
+                        f"stress rho={rho:g} seed={seed} {METHOD_LABELS[method]:>7}: acc {runs[-1]['accuracy']:.4f} "
+                        f"(train {outcome['train_seconds']:.0f}s, cache {outcome['cache_seconds']:.0f}s)"
+                    )
+                    results = _stress_results(protocol, runs, token_stats, started, load_start)
+                    _write_json(json_path, results)
+            finally:
+                if tmp is not None:
+                    tmp.cleanup()
+
+    results = _stress_results(protocol, runs, token_stats, started, load_start)
+    _write_json(json_path, results)
+    (output_dir / "stress.md").write_text(stress_markdown(results), encoding="utf-8")
+    if plot:
+        plot_stress(results, output_dir / "stress_accuracy_vs_rho.png")
+    return results
+
+
+def _stress_results(protocol, runs, token_stats, started, load_start) -> dict[str, Any]:
+    summary: dict[str, dict[str, Any]] = {}
+    for method in protocol["methods"]:
+        per_rho = {}
+        for rho in protocol["rhos"]:
+            values = [r["accuracy"] for r in runs if r["method"] == method and r["rho"] == rho]
+            if values:
+                per_rho[f"{rho:g}"] = summarize(values)
+        summary[method] = per_rho
+    targets = {}
+    for rho in protocol["rhos"]:
+        key = f"{rho:g}"
+        reached = [m for m in protocol["methods"] if key in summary[m] and summary[m][key]["mean"] >= STRESS_TARGET]
+        targets[key] = {"threshold": STRESS_TARGET, "methods_reaching": reached}
+    glot = summary.get("glot", {})
+    complete = "glot" in protocol["methods"] and all(f"{r:g}" in glot for r in protocol["rhos"])
+    targets["glot_at_every_rho"] = bool(complete and all(glot[f"{r:g}"]["mean"] >= STRESS_TARGET for r in protocol["rhos"]))
+    return {
+        "protocol": protocol,
+        "summary": summary,
+        "targets": targets,
+        "runs": runs,
+        "token_stats": token_stats,
+        "environment": _environment(started, load_start),
+    }
+
+
+def stress_markdown(results: dict[str, Any]) -> str:
+    """Markdown table: one row per method, one column per rho, mean ± std eval accuracy in percent."""
+    protocol, summary = results["protocol"], results["summary"]
+    rhos = [f"{r:g}" for r in protocol["rhos"]]
+    lines = [
+        "| method | " + " | ".join(f"ρ = {r}" for r in rhos) + " |",
+        "| --- | " + " | ".join("---:" for _ in rhos) + " |",
+    ]
+    for method in protocol["methods"]:
+        cells = [_cell(summary[method].get(r)) for r in rhos]
+        lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
+    budget = protocol["budget"]
+    n_seeds = len(protocol["seeds"])
+    lines += [
+        "",
+        f"Eval accuracy (%) after the last epoch, mean ± sample std over {n_seeds} seed(s) "
+        f"({', '.join(map(str, protocol['seeds']))}); {protocol['n_train']} train / {protocol['n_eval']} eval texts of "
+        f"{protocol['length']} words; frozen MiniLM (max_seq_length {protocol['max_seq_length']}), linear head; "
+        f"{budget['epochs']} epochs, AdamW lr {budget['lr']:g}, batch {budget['batch_size']}, "
+        f"weight decay {budget['weight_decay']:g} for every method; GLOT with the library defaults.",
+        "",
+        f"Methods with mean accuracy ≥ {STRESS_TARGET * 100:.0f}%: "
+        + "; ".join(
+            f"ρ = {r}: {', '.join(METHOD_LABELS[m] for m in results['targets'][r]['methods_reaching']) or 'none'}"
+            for r in rhos
+        )
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_stress(results: dict[str, Any], path: str | os.PathLike) -> Path:
+    """PNG of mean eval accuracy (± std error bars) against rho, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocol, summary = results["protocol"], results["summary"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for method in protocol["methods"]:
+        points = [(r, summary[method][f"{r:g}"]) for r in protocol["rhos"] if f"{r:g}" in summary[method]]
+        if not points:
+            continue
+        xs = [p[0] for p in points]
+        ys = [p[1]["mean"] * 100 for p in points]
+        errs = [p[1]["std"] * 100 for p in points]
+        style = {"linewidth": 2.5, "zorder": 3} if method == "glot" else {"linewidth": 1.5}
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=METHOD_LABELS[method], **style)
+    ax.axhline(STRESS_TARGET * 100, color="grey", linestyle=":", linewidth=1, label=f"{STRESS_TARGET * 100:.0f}%")
+    ax.set_xlabel("distractor ratio ρ")
+    ax.set_ylabel("eval accuracy (%)")
+    ax.set_title(f"Stress test, frozen MiniLM ({len(protocol['seeds'])} seed(s))")
+    ax.set_xticks(protocol["rhos"])
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- GLUE-lite
+
+
+def _cap_rows(split: TextSplit, max_rows: int | None) -> TextSplit:
+    """A fixed random subset of ``max_rows`` rows (file order kept), or ``split`` itself if it is smaller."""
+    if max_rows is None or len(split) <= max_rows:
+        return split
+    keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(split), size=max_rows, replace=False))
+    pick = lambda values: [values[i] for i in keep]  # noqa: E731
+    return TextSplit(
+        task=split.task,
+        split=split.split,
+        texts_a=pick(split.texts_a),
+        texts_b=None if split.texts_b is None else pick(split.texts_b),
+        labels=pick(split.labels),
+    )
+
+
+def untrained_stsb(
+    backbone: Any, data_dir: str | os.PathLike | None = None, limit: int | None = None, batch_size: int = 64
+) -> float:
+    """Spearman of the backbone's own (mean-pooled, normalized) embeddings' cosine vs the STS-B test scores.
+
+    Args:
+        backbone: the full MiniLM ``SentenceTransformer`` (Transformer + Pooling + Normalize).
+        data_dir: another copy of the data (``None``: bundled).
+        limit: first ``limit`` test pairs (``None``: all), as the runner's ``max_eval``.
+        batch_size: encode batch size.
+    """
+    test = load_split("stsb", TASKS["stsb"].eval_split, data_dir=data_dir, limit=limit)
+    emb_a = backbone.encode(test.texts_a, batch_size=batch_size, convert_to_numpy=True).astype(np.float64)
+    emb_b = backbone.encode(test.texts_b, batch_size=batch_size, convert_to_numpy=True).astype(np.float64)
+    cosine = (emb_a * emb_b).sum(1) / (np.linalg.norm(emb_a, axis=1) * np.linalg.norm(emb_b, axis=1))
+    return float(spearman(cosine, test.labels))
+
+
+def run_glue(
+    *,
+    tasks: Sequence[str] = GLUE_TASKS,
+    methods: Sequence[str] = METHODS,
+    seeds: Sequence[int] = (0, 1, 2),
+    max_train: int | None = 20000,
+    max_eval: int | None = None,
+    budget: Budget = Budget(),
+    max_seq_length: int = 256,
+    data_dir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike = DEFAULT_GLUE_DIR,
+    cache_dir: str | os.PathLike | None = None,
+    glot_config: dict[str, Any] | None = None,
+    resume: bool = False,
+    untrained_baseline: bool = True,
+    backbone: Any = None,
+    show_progress_bar: bool = False,
+    log: Log = _print,
+) -> dict[str, Any]:
+    """GLUE-lite on a frozen MiniLM: every method on every task and seed, one shared budget.
+
+    Args:
+        tasks: subset of ``GLUE_TASKS``.
+        methods: subset of ``METHODS``.
+        seeds: training seeds (the capped training rows are the same for all seeds).
+        max_train: cap on training rows per task (a fixed random subset, seed ``SUBSET_SEED``); ``None``: all.
+        max_eval: cap on eval rows (``None``: the whole dev / test split; only for quick runs).
+        budget: the shared training budget.
+        max_seq_length: backbone token limit.
+        data_dir: another copy of the data laid out like ``glot_st/datasets`` (``None``: the bundled one).
+        output_dir: where ``glue.json`` and ``glue.md`` go.
+        cache_dir: keep token-state caches here; ``None``: a temporary folder per task.
+        glot_config: GLOT arguments (``None``: the library defaults).
+        resume: reuse finished runs of an earlier call with the same protocol.
+        untrained_baseline: also score the backbone's own mean pooling on STS-B (no training).
+        backbone: a ready backbone from :func:`load_backbone` (``None``: load it).
+        show_progress_bar: tqdm bars of caching and training.
+        log: progress messages.
+
+    Returns:
+        The results dict that ``glue.json`` holds.
+    """
+    started = time.perf_counter()
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
+    methods = _check_methods(methods)
+    unknown = [t for t in tasks if t not in GLUE_TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(GLUE_TASKS)}")
+    tasks = list(tasks)
+    seeds = [int(s) for s in seeds]
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    backbone = load_backbone(max_seq_length) if backbone is None else backbone
+    glot_effective = make_method_pooler("glot", _token_width(backbone), glot_config).get_config_dict()
+    protocol = {
+        "experiment": "glue",
+        "tasks": tasks,
+        "methods": methods,
+        "seeds": seeds,
+        "max_train": max_train,
+        "max_eval": max_eval,
+        "subset_seed": SUBSET_SEED,
+        "budget": dataclasses.asdict(budget),
+        "optimizer": "AdamW",
+        "heads": {t: TASKS[t].kind for t in tasks},
+        "metrics": {t: TASKS[t].metric for t in tasks},
+        "eval_splits": {t: TASKS[t].eval_split for t in tasks},
+        "max_seq_length": int(backbone[0].max_seq_length),
+        "backbone": "sentence-transformers/all-MiniLM-L6-v2 (frozen, offline copy)",
+        "data_dir": None if data_dir is None else str(data_dir),
+        "glot_config": glot_effective,
+        "reported": "eval metric after the last epoch",
+    }
+    json_path = output_dir / "glue.json"
+    runs = _load_resumable(json_path, protocol, log) if resume else []
+    done = {_run_key(r, ("task", "seed", "method")) for r in runs}
+    split_sizes: dict[str, Any] = {}
+    untrained: dict[str, float] = {}
+
+    def snapshot() -> dict[str, Any]:
+        return _glue_results(protocol, runs, split_sizes, untrained, started, load_start)
+
+    if untrained_baseline and "stsb" in tasks:
+        untrained["stsb"] = untrained_stsb(backbone, data_dir, limit=max_eval)
+        log(f"glue stsb untrained MiniLM mean pooling: spearman {untrained['stsb']:.4f}")
+
+    for task in tasks:
+        spec = TASKS[task]
+        train_full = load_split(task, "train", data_dir=data_dir)
+        train = _cap_rows(train_full, max_train)
+        evaluation = load_split(task, spec.eval_split, data_dir=data_dir, limit=max_eval)
+        split_sizes[task] = {"train_rows": len(train_full), "train_used": len(train), "eval_rows": len(evaluation)}
+        todo = [(s, m) for s in seeds for m in methods if (task, s, m) not in done]
+        if not todo:
+            continue
+        tmp = tempfile.TemporaryDirectory(prefix=f"glot_glue_{task}_") if cache_dir is None else None
+        root = Path(tmp.name) if tmp is not None else Path(cache_dir)
+        try:
+            for seed, method in todo:
+                outcome = train_method(
+                    backbone, method, train, evaluation, task=spec, budget=budget, seed=seed,
+                    cache_dir=root, glot_config=glot_config, show_progress_bar=show_progress_bar,
+                )
+                runs.append({"task": task, "seed": seed, "method": method, "metric_name": spec.metric,
+                             "value": outcome.pop("metric"), **outcome})
+                log(
+                    f"glue {task} seed={seed} {METHOD_LABELS[method]:>7}: {spec.metric} {runs[-1]['value']:.4f} "
+                    f"(train {outcome['train_seconds']:.0f}s, cache {outcome['cache_seconds']:.0f}s)"
+                )
+                _write_json(json_path, snapshot())
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+
+    results = snapshot()
+    _write_json(json_path, results)
+    (output_dir / "glue.md").write_text(glue_markdown(results), encoding="utf-8")
+    return results
+
+
+def _glue_results(protocol, runs, split_sizes, untrained, started, load_start) -> dict[str, Any]:
+    summary: dict[str, dict[str, Any]] = {}
+    for method in protocol["methods"]:
+        summary[method] = {}
+        for task in protocol["tasks"]:
+            values = [r["value"] for r in runs if r["method"] == method and r["task"] == task]
+            if values:
+                summary[method][task] = summarize(values)
+    best: dict[str, list[str]] = {}
+    for task in protocol["tasks"]:
+        scored = {m: summary[m][task]["mean"] for m in protocol["methods"] if task in summary[m]}
+        if scored:
+            top = max(scored.values())
+            best[task] = [m for m, v in scored.items() if v == top]
+    glot_wins = sorted(t for t, ms in best.items() if "glot" in ms)
+    return {
+        "protocol": protocol,
+        "summary": summary,
+        "untrained": {UNTRAINED_ROW: untrained},
+        "best_method": best,
+        "targets": {"glot_best_on": glot_wins, "glot_best_count": len(glot_wins), "needed": 4},
+        "split_sizes": split_sizes,
+        "runs": runs,
+        "environment": _environment(started, load_start),
+    }
+
+
+def glue_markdown(results: dict[str, Any]) -> str:
+    """Paper-style markdown table: rows = methods, columns = tasks (metric × 100, mean ± std); best in bold."""
+    protocol, summary = results["protocol"], results["summary"]
+    tasks = protocol["tasks"]
+    names = {"cola": "CoLA", "sst2": "SST-2", "stsb": "STS-B", "mrpc": "MRPC", "rte": "RTE"}
+    header = [f"{names[t]} ({METRIC_LABELS[protocol['metrics'][t]]})" for t in tasks]
+    lines = ["| method | " + " | ".join(header) + " |", "| --- | " + " | ".join("---:" for _ in tasks) + " |"]
+    untrained = results["untrained"][UNTRAINED_ROW]
+    if untrained:
+        cells = [f"{untrained[t] * 100:.1f}" if t in untrained else "–" for t in tasks]
+        lines.append("| MiniLM mean pooling, untrained (cosine) | " + " | ".join(cells) + " |")
+    for method in protocol["methods"]:
+        cells = []
+        for task in tasks:
+            cell = _cell(summary[method].get(task))
+            if method in results["best_method"].get(task, []):
+                cell = f"**{cell}**"
+            cells.append(cell)
+        lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
+    budget = protocol["budget"]
+    sizes = results["split_sizes"]
+    used = ", ".join(
+        f"{names[t]} {sizes[t]['train_used']}/{sizes[t]['train_rows']}" for t in tasks if t in sizes
+    )
+    lines += [
+        "",
+        f"Metric × 100 on the dev split (STS-B: test) after the last epoch, mean ± sample std over "
+        f"{len(protocol['seeds'])} seed(s) ({', '.join(map(str, protocol['seeds']))}). Frozen MiniLM "
+        f"(max_seq_length {protocol['max_seq_length']}); heads: linear on z (CoLA, SST-2), linear on [z1; z2] "
+        f"(MRPC, RTE), cosine of a learned linear projection of z1, z2 trained with MSE (STS-B). Every method: "
+        f"{budget['epochs']} epochs, AdamW lr {budget['lr']:g}, batch {budget['batch_size']}, weight decay "
+        f"{budget['weight_decay']:g}; GLOT with the library defaults. Training rows used / available "
+        f"(fixed random subset, seed {protocol['subset_seed']}, same for all methods and seeds): {used}. "
+        f"Best mean per task in bold. GLOT best on {results['targets']['glot_best_count']} of {len(tasks)} tasks"
+        + (f" ({', '.join(names[t] for t in results['targets']['glot_best_on'])})" if results["targets"]["glot_best_on"] else "")
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"unknown or no method(s) {unknown}; choose from {', '.join(METHODS)}")
+    return methods
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def _csv(cast: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [cast(item) for item in text.split(",") if item.strip()]
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def _add_common(parser: argparse.ArgumentParser, default_out: Path, epochs: int, lr: float) -> None:
+    parser.add_argument("--methods", type=_csv(str), default=list(METHODS), help="comma-separated subset of " + ",".join(METHODS))
+    parser.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs for every method (default {epochs})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate for every method (default {lr:g})")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size for every method (default 32)")
+    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
+    parser.add_argument("--max-seq-length", type=int, default=256, help="backbone token limit (default 256)")
+    parser.add_argument("--data-dir", default=None, help="another copy of the data laid out like glot_st/datasets")
+    parser.add_argument("--output-dir", default=str(default_out), help=f"results folder (default {default_out})")
+    parser.add_argument("--cache-dir", default=None, help="keep token-state caches here (default: temporary)")
+    parser.add_argument("--glot-config", default=None, help="JSON object of GLOT arguments (default: library defaults)")
+    parser.add_argument("--resume", action="store_true", help="reuse finished runs from an earlier JSON with the same protocol")
+    parser.add_argument("--progress", action="store_true", help="show progress bars")
+
+
+def _budget(args: argparse.Namespace) -> Budget:
+    return Budget(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay)
+
+
+def _glot_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.glot_config is None:
+        return None
+    config = json.loads(args.glot_config)
+    if not isinstance(config, dict):
+        raise SystemExit("--glot-config must be a JSON object")
+    return config
+
+
+def add_stress_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``glot-st stress``."""
+    parser.add_argument("--rhos", type=_csv(float), default=list(PAPER_RHOS), help="comma-separated distractor ratios")
+    parser.add_argument("--n-train", type=int, default=2000, help="training texts per dataset (default 2000)")
+    parser.add_argument("--n-eval", type=int, default=500, help="eval texts per dataset (default 500)")
+    parser.add_argument("--length", type=int, default=128, help="words per text (default 128)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    _add_common(parser, DEFAULT_STRESS_DIR, Budget.epochs, Budget.lr)
+
+
+def stress_main(args: argparse.Namespace) -> int:
+    """Run ``glot-st stress`` from parsed arguments; prints the markdown table."""
+    if args.data_dir is not None:
+        _print("note: the stress test generates its data; --data-dir is not used")
+    results = run_stress(
+        methods=args.methods, rhos=args.rhos, seeds=args.seeds, n_train=args.n_train, n_eval=args.n_eval,
+        length=args.length, budget=_budget(args), max_seq_length=args.max_seq_length, output_dir=args.output_dir,
+        cache_dir=args.cache_dir, glot_config=_glot_config(args), resume=args.resume, plot=not args.no_plot,
+        show_progress_bar=args.progress,
+    )
+    print(stress_markdown(results))
+    print(f"written: {Path(args.output_dir) / 'stress.json'}, stress.md" + ("" if args.no_plot else ", stress_accuracy_vs_rho.png"))
+    return 0
+
+
+def add_glue_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``glot-st glue``."""
+    parser.add_argument("--tasks", type=_csv(str), default=list(GLUE_TASKS), help="comma-separated subset of " + ",".join(GLUE_TASKS))
+    parser.add_argument("--max-train", type=int, default=20000, help="cap on training rows per task (default 20000; 0 = all)")
+    parser.add_argument("--max-eval", type=int, default=0, help="cap on eval rows (default 0 = the whole split)")
+    parser.add_argument("--no-untrained", action="store_true", help="skip the untrained MiniLM mean-pooling STS-B row")
+    _add_common(parser, DEFAULT_GLUE_DIR, Budget.epochs, Budget.lr)
+
+
+def glue_main(args: argparse.Namespace) -> int:
+    """Run ``glot-st glue`` from parsed arguments; prints the markdown table."""
+    results = run_glue(
+        tasks=args.tasks, methods=args.methods, seeds=args.seeds, max_train=args.max_train or None,
+        max_eval=args.max_eval or None, budget=_budget(args), max_seq_length=args.max_seq_length,
+        data_dir=args.data_dir, output_dir=args.output_dir, cache_dir=args.cache_dir,
+        glot_config=_glot_config(args), resume=args.resume, untrained_baseline=not args.no_untrained,
+        show_progress_bar=args.progress,
+    )
+    print(glue_markdown(results))
+    print(f"written: {Path(args.output_dir) / 'glue.json'}, glue.md")
+    return 0
+
+
+def _standalone(argv: Sequence[str] | None = None) -> int:
+    """``python -m glot_st.evaluation {stress,glue} ...`` (the same as ``glot-st stress|glue``)."""
+    parser = argparse.ArgumentParser(prog="python -m glot_st.evaluation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_stress_arguments(sub.add_parser("stress", help="the signal-dilution stress test"))
+    add_glue_arguments(sub.add_parser("glue", help="GLUE-lite on a frozen MiniLM"))
+    args = parser.parse_args(argv)
+    return stress_main(args) if args.command == "stress" else glue_main(args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    raise SystemExit(_standalone())

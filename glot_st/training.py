@@ -1,0 +1,483 @@
+"""Cached training of a pooler (GLOT by default) and a task head over a frozen backbone.
+
+The backbone runs once per split (see :mod:`glot_st.cache`); every epoch then only runs the pooler and the
+head on cached token states. Also holds the helpers that let sentence-transformers' own trainer train a
+frozen-backbone model (:func:`prepare_for_st_trainer`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from glot_st.cache import LengthBucketBatchSampler, TokenCache, build_cache, cache_key, key_fingerprint, validate_texts
+from glot_st.heads import HEAD_KINDS, TaskHead, load_head_dir, make_head
+from glot_st.metrics import compute_metric
+
+__all__ = [
+    "HEAD_SUBFOLDER",
+    "TrainResult",
+    "build_split_cache",
+    "default_pooler",
+    "load_head",
+    "prepare_for_st_trainer",
+    "seed_everything",
+    "split_texts",
+    "train_cached",
+]
+
+HEAD_SUBFOLDER = "glot_head"
+RESULT_FILE = "glot_training.json"
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train_cached`.
+
+    Attributes:
+        history: one dict per epoch: ``epoch`` (1-based), ``loss`` (mean training loss), ``metric`` (eval
+            metric value or ``None``), ``seconds`` (training pass wall time), ``eval_seconds``.
+        metric_name: the task metric (``"spearman"``, ``"accuracy"``, ...) or ``None`` without eval split.
+        best_epoch: 1-based epoch whose weights were restored.
+        best_metric: its metric (or ``None`` without eval split; then the lowest training loss wins).
+        cache_seconds: wall time spent building/opening the caches (not part of any epoch).
+        trainable_parameters: trainable parameters of pooler + head.
+        head: the trained head (best epoch).
+        output_dir: where the model and head were saved, or ``None``.
+    """
+
+    history: list[dict[str, Any]]
+    metric_name: str | None
+    best_epoch: int
+    best_metric: float | None
+    cache_seconds: float
+    trainable_parameters: int
+    head: TaskHead = field(repr=False)
+    output_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary (without the head module)."""
+        out = {k: v for k, v in self.__dict__.items() if k != "head"}
+        out["head_config"] = self.head.config
+        return out
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA).
+
+    Args:
+        seed: the seed (int).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_pooler(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's GLOT module (the first module with a ``pool`` method).
+
+    Args:
+        model: a ``SentenceTransformer``.
+
+    Raises:
+        ValueError: the model has no module with ``pool`` (e.g. a plain mean-pooling model).
+    """
+    for module in model.children():
+        if callable(getattr(module, "pool", None)):
+            return module
+    names = [type(m).__name__ for m in model.children()]
+    raise ValueError(f"the model has no pooler with a pool() method (modules: {names}); pass pooler=...")
+
+
+def _task_spec(split: Any, task: Any) -> Any:
+    if task is not None:
+        return task
+    from glot_st.data import TASKS
+
+    if split.task not in TASKS:
+        raise ValueError(
+            f"task {split.task!r} is not in glot_st.data.TASKS ({sorted(TASKS)}); pass task=TaskSpec(...)"
+        )
+    return TASKS[split.task]
+
+
+def _validate_split(split: Any, head: TaskHead, role: str) -> tuple[list[str], list[str] | None, torch.Tensor | None]:
+    """Check a split fits the head; return its texts and checked labels."""
+    where = f"{role} split {split.task}/{split.split}"
+    n = len(split.texts_a)
+    if n == 0:
+        raise ValueError(f"{where} has no rows")
+    if head.needs_pair and split.texts_b is None:
+        raise ValueError(f"{where}: column texts_b is None but the {head.kind!r} head needs sentence pairs")
+    if not head.needs_pair and split.texts_b is not None:
+        raise ValueError(
+            f"{where}: column texts_b is given but the {head.kind!r} head takes single sentences; "
+            "use a pair head (head_kind='pair') or drop texts_b"
+        )
+    for column in ("texts_b", "labels"):
+        values = getattr(split, column)
+        if values is not None and len(values) != n:
+            raise ValueError(f"{where}: column {column} has {len(values)} rows, texts_a has {n}")
+    texts_a = validate_texts(split.texts_a, name=f"{where} column texts_a")
+    texts_b = None if split.texts_b is None else validate_texts(split.texts_b, name=f"{where} column texts_b")
+    labels = None
+    if head.kind != "contrastive":
+        try:
+            labels = head.check_labels(split.labels, row_ids=range(n))
+        except ValueError as exc:
+            raise ValueError(f"{where} column labels: {exc}") from None
+    return texts_a, texts_b, labels
+
+
+@dataclass
+class _CachedSplit:
+    """A split mapped onto a cache of its unique texts."""
+
+    cache: TokenCache
+    ids_a: np.ndarray  # (N,) int64 cache rows
+    ids_b: np.ndarray | None  # (N,) int64 or None
+    labels: torch.Tensor | None  # (N,) or None
+    gold: list  # raw labels for the metric
+
+    def lengths(self) -> np.ndarray:
+        la = self.cache.lengths[self.ids_a]
+        return la if self.ids_b is None else np.maximum(la, self.cache.lengths[self.ids_b])
+
+
+def split_texts(split: Any) -> list[str]:
+    """The unique texts of a split (texts_a then texts_b, first occurrence order): the rows of its cache.
+
+    Args:
+        split: a ``TextSplit``.
+    """
+    return list(dict.fromkeys(list(split.texts_a) + list(split.texts_b or [])))
+
+
+def build_split_cache(
+    model: torch.nn.Module,
+    split: Any,
+    cache_root: str | os.PathLike,
+    *,
+    dtype: str = "float16",
+    batch_size: int = 64,
+    show_progress_bar: bool = True,
+) -> TokenCache:
+    """Build (or reuse) the token-state cache of a split's unique texts under ``cache_root``.
+
+    The folder is ``cache_root/<task>-<split>-<key fingerprint>-<dtype>``, so another backbone, max length,
+    text set or dtype gets its own folder and a rerun reuses (or resumes) the matching one.
+
+    Args:
+        model: ``SentenceTransformer`` with the frozen ``Transformer`` first.
+        split: a ``TextSplit``; its texts must be non-empty strings (errors name the row).
+        cache_root: folder holding the caches.
+        dtype: ``"float16"`` or ``"float32"``.
+        batch_size: texts per backbone forward.
+        show_progress_bar: tqdm bar while caching.
+
+    Returns:
+        The :class:`~glot_st.cache.TokenCache`; row i holds ``split_texts(split)[i]``.
+    """
+    validate_texts(split.texts_a, name=f"split {split.task}/{split.split} column texts_a")
+    if split.texts_b is not None:
+        validate_texts(split.texts_b, name=f"split {split.task}/{split.split} column texts_b")
+    unique = split_texts(split)
+    key = cache_key(model, unique)
+    folder = Path(cache_root) / f"{split.task}-{split.split}-{key_fingerprint(key)}-{dtype}"
+    return build_cache(
+        model, unique, folder, dtype=dtype, batch_size=batch_size, show_progress_bar=show_progress_bar, key=key
+    )
+
+
+def _cache_split(
+    model: torch.nn.Module,
+    split: Any,
+    head: TaskHead,
+    role: str,
+    cache_root: Path,
+    dtype: str,
+    cache_batch_size: int,
+    show_progress_bar: bool,
+) -> _CachedSplit:
+    texts_a, texts_b, labels = _validate_split(split, head, role)
+    cache = build_split_cache(
+        model, split, cache_root, dtype=dtype, batch_size=cache_batch_size, show_progress_bar=show_progress_bar
+    )
+    row_of = {text: i for i, text in enumerate(split_texts(split))}
+    ids_a = np.array([row_of[t] for t in texts_a], dtype=np.int64)
+    ids_b = None if texts_b is None else np.array([row_of[t] for t in texts_b], dtype=np.int64)
+    return _CachedSplit(cache, ids_a, ids_b, labels, list(split.labels))
+
+
+def _pool_batch(pooler: torch.nn.Module, data: _CachedSplit, rows: np.ndarray, device: torch.device):
+    """Pool the a (and b) sentences of example rows in one pooler call: returns (z_a, z_b | None)."""
+    ids = data.ids_a[rows] if data.ids_b is None else np.concatenate([data.ids_a[rows], data.ids_b[rows]])
+    states, mask = data.cache.get_batch(ids)
+    z = pooler.pool(states.to(device), mask.to(device))
+    if data.ids_b is None:
+        return z, None
+    return z[: len(rows)], z[len(rows) :]
+
+
+@torch.no_grad()
+def _evaluate(
+    pooler: torch.nn.Module,
+    head: TaskHead,
+    data: _CachedSplit,
+    metric: str,
+    batch_size: int,
+    device: torch.device,
+    show_progress_bar: bool,
+) -> float:
+    """Task metric of the pooler + head on a cached split (order-independent batching)."""
+    pooler.eval()
+    head.eval()
+    sampler = LengthBucketBatchSampler(data.lengths(), batch_size, shuffle=False, bucket_size=len(data.ids_a))
+    predictions = np.zeros(len(data.ids_a), dtype=np.float64)
+    for batch in tqdm(list(sampler), desc="evaluating", leave=False, disable=not show_progress_bar):
+        rows = np.asarray(batch, dtype=np.int64)
+        z_a, z_b = _pool_batch(pooler, data, rows, device)
+        predictions[rows] = head.predict(z_a, z_b).double().cpu().numpy()
+    if head.prediction == "class":
+        predictions = predictions.astype(np.int64)
+    value = float(compute_metric(metric, predictions, data.gold))
+    if math.isnan(value):
+        raise FloatingPointError(f"eval metric {metric} is NaN")
+    return value
+
+
+def _snapshot(*modules: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
+
+
+def train_cached(
+    model: torch.nn.Module,
+    train_split: Any,
+    eval_split: Any = None,
+    *,
+    pooler: torch.nn.Module | None = None,
+    task: Any = None,
+    head: TaskHead | None = None,
+    head_kind: str | None = None,
+    head_config: dict[str, Any] | None = None,
+    epochs: int = 3,
+    batch_size: int = 32,
+    eval_batch_size: int | None = None,
+    lr: float = 2e-4,
+    weight_decay: float = 0.0,
+    seed: int = 42,
+    cache_dir: str | os.PathLike | None = None,
+    cache_dtype: str = "float16",
+    cache_batch_size: int = 64,
+    bucket_size: int | None = None,
+    output_dir: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    show_progress_bar: bool = True,
+) -> TrainResult:
+    """Train a pooler and a task head on cached token states of the model's frozen backbone.
+
+    Args:
+        model: ``SentenceTransformer`` whose first module is the frozen ``Transformer`` (e.g. from
+            :func:`glot_st.from_backbone`).
+        train_split: a ``glot_st.data.TextSplit`` (``task``, ``split``, ``texts_a`` N strings, ``texts_b`` N
+            strings or ``None``, ``labels`` N ints / floats).
+        eval_split: a ``TextSplit`` of the same task scored with the task metric after every epoch, or
+            ``None`` (then the epoch with the lowest training loss is kept).
+        pooler: module with ``pool(token_states (B, L, d) float, attention_mask (B, L)) -> (B, D)`` and
+            ``get_sentence_embedding_dimension() -> D``; default: the model's GLOT module.
+        task: a ``TaskSpec`` (``kind``, ``num_labels``, ``metric``); default ``glot_st.data.TASKS[task name]``.
+        head: a ready head; default: built from ``head_kind``.
+        head_kind: ``"single"``, ``"pair"``, ``"regression"`` or ``"contrastive"``; default the task kind.
+        head_config: extra head arguments (e.g. ``{"temperature": 0.05}``).
+        epochs: training epochs (>= 1).
+        batch_size: examples per step.
+        eval_batch_size: examples per eval batch (default ``2 * batch_size``).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        seed: seeds torch / numpy / random (head init, dropout) and the batch order.
+        cache_dir: root of the token-state caches (one sub-folder per split and key; reused across runs);
+            ``None`` = a temporary folder deleted at the end.
+        cache_dtype: ``"float16"`` or ``"float32"``.
+        cache_batch_size: texts per backbone forward when building a cache.
+        bucket_size: examples per length-sorting bucket (default ``16 * batch_size``; ``0`` = no sorting).
+        output_dir: if given, save the trained model as a sentence-transformers folder (reload with
+            :func:`glot_st.load`), the head in ``output_dir/glot_head`` (reload with :func:`load_head`) and
+            the history in ``output_dir/glot_training.json``.
+        device: where pooler and head train (default ``model.device``).
+        show_progress_bar: tqdm bars for caching, epochs and evaluation.
+
+    Returns:
+        :class:`TrainResult`; the pooler (inside ``model``) and the head hold the best epoch's weights.
+
+    Raises:
+        ValueError: columns that do not fit the head (naming the column), empty/None texts or labels out of
+            range (naming the row), splits of different tasks, bad arguments.
+        FloatingPointError: a non-finite loss (naming epoch and batch).
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if eval_split is not None and eval_split.task != train_split.task:
+        raise ValueError(f"train split is task {train_split.task!r} but eval split is task {eval_split.task!r}")
+    spec = _task_spec(train_split, task)
+    pooler = default_pooler(model) if pooler is None else pooler
+    if output_dir is not None and not any(m is pooler for m in model.modules()):
+        raise ValueError("output_dir needs the pooler to be a module of the model (it is saved as part of it)")
+    run_device = torch.device(device) if device is not None else model.device
+
+    seed_everything(seed)
+    if head is None:
+        kind = head_kind or spec.kind
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"unknown head kind {kind!r}; expected one of {sorted(HEAD_KINDS)}")
+        config = dict(head_config or {})
+        if kind in ("single", "pair"):
+            config.setdefault("num_labels", spec.num_labels)
+        head = make_head(kind, pooler.get_sentence_embedding_dimension(), **config)
+    if head.kind == "contrastive" and eval_split is not None and spec.metric not in ("spearman", "pearson"):
+        raise ValueError(
+            f"the contrastive head predicts cosine scores; task {spec.name!r} is scored by {spec.metric!r}. "
+            "Use a classification head, or eval_split=None"
+        )
+    pooler.to(run_device)
+    head.to(run_device)
+
+    tmp = tempfile.TemporaryDirectory(prefix="glot_cache_") if cache_dir is None else None
+    cache_root = Path(tmp.name if tmp is not None else cache_dir)
+    try:
+        started = time.perf_counter()
+        caching = (cache_root, cache_dtype, cache_batch_size, show_progress_bar)
+        train_data = _cache_split(model, train_split, head, "train", *caching)
+        eval_data = None
+        if eval_split is not None:
+            eval_data = _cache_split(model, eval_split, head, "eval", *caching)
+        cache_seconds = time.perf_counter() - started
+
+        params = [p for m in (pooler, head) for p in m.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if params else None
+        bucket = 16 * batch_size if bucket_size is None else (bucket_size or None)
+        sampler = LengthBucketBatchSampler(
+            train_data.lengths(), batch_size, shuffle=True, seed=seed, bucket_size=bucket
+        )
+
+        history: list[dict[str, Any]] = []
+        best_score, best_epoch, best_state = -math.inf, 0, None
+        for epoch in range(1, epochs + 1):
+            sampler.set_epoch(epoch)
+            pooler.train()
+            head.train()
+            total, count = 0.0, 0
+            t0 = time.perf_counter()
+            bar = tqdm(list(sampler), desc=f"epoch {epoch}/{epochs}", disable=not show_progress_bar)
+            for step, batch in enumerate(bar):
+                rows = np.asarray(batch, dtype=np.int64)
+                z_a, z_b = _pool_batch(pooler, train_data, rows, run_device)
+                labels = None if train_data.labels is None else train_data.labels[rows]
+                loss = head.loss(z_a, z_b, labels, row_ids=rows)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss is {loss.item()} at epoch {epoch}, batch {step} (rows {rows[:8].tolist()}...)"
+                    )
+                if optimizer is not None:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                total += loss.item() * len(rows)
+                count += len(rows)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+            seconds = time.perf_counter() - t0
+
+            metric_value, eval_seconds = None, 0.0
+            if eval_data is not None:
+                t1 = time.perf_counter()
+                metric_value = _evaluate(
+                    pooler, head, eval_data, spec.metric, eval_batch_size or 2 * batch_size, run_device,
+                    show_progress_bar,
+                )
+                eval_seconds = time.perf_counter() - t1
+            record = {
+                "epoch": epoch,
+                "loss": total / count,
+                "metric": metric_value,
+                "seconds": seconds,
+                "eval_seconds": eval_seconds,
+            }
+            history.append(record)
+            score = metric_value if metric_value is not None else -record["loss"]
+            if score > best_score:
+                best_score, best_epoch, best_state = score, epoch, _snapshot(pooler, head)
+            if show_progress_bar:
+                tqdm.write(
+                    f"epoch {epoch}: loss {record['loss']:.4f}"
+                    + (f", {spec.metric} {metric_value:.4f}" if metric_value is not None else "")
+                    + f", {seconds:.1f}s"
+                )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+    pooler.load_state_dict(best_state[0])
+    head.load_state_dict(best_state[1])
+    pooler.eval()
+    head.eval()
+    result = TrainResult(
+        history=history,
+        metric_name=spec.metric if eval_split is not None else None,
+        best_epoch=best_epoch,
+        best_metric=history[best_epoch - 1]["metric"],
+        cache_seconds=cache_seconds,
+        trainable_parameters=sum(p.numel() for p in params),
+        head=head,
+        output_dir=None if output_dir is None else str(output_dir),
+    )
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        model.save(str(output_dir))
+        head.save(output_dir / HEAD_SUBFOLDER)
+        (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return result
+
+
+def load_head(output_dir: str | os.PathLike) -> TaskHead:
+    """Reload the head saved by :func:`train_cached` beside the model in ``output_dir``.
+
+    Args:
+        output_dir: the ``output_dir`` given to :func:`train_cached`.
+    """
+    return load_head_dir(Path(output_dir) / HEAD_SUBFOLDER)
+
+
+def prepare_for_st_trainer(model: torch.nn.Module) -> list[str]:
+    """Make a frozen-backbone model ready for ``SentenceTransformerTrainer`` / ``model.fit``.
+
+    Freezes (no gradients, pinned eval mode) every module in front of the pooler, and checks something is
+    left to train.
+
+    Args:
+        model: ``SentenceTransformer`` (e.g. Transformer + GLOT).
+
+    Returns:
+        Names of the trainable parameters.
+
+    Raises:
+        ValueError: no trainable parameter is left.
+    """
+    from glot_st.freeze import freeze_modules
+
+    children = list(model.children())
+    pooler = default_pooler(model)
+    freeze_modules(children[: children.index(pooler)])
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("the model has no trainable parameters after freezing the backbone")
+    return trainable

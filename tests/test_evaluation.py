@@ -1,0 +1,154 @@
+"""Tiny end-to-end runs of the stress-test and GLUE-lite runners: files, structure and value ranges."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from glot_st.data import TASKS, load_split
+from glot_st.evaluation import (
+    METHOD_LABELS,
+    Budget,
+    _cap_rows,
+    glue_markdown,
+    load_backbone,
+    run_glue,
+    run_stress,
+    stress_markdown,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone(max_seq_length=256)
+
+
+def _table_rows(markdown: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in markdown.splitlines():
+        if line.startswith("| ") and not line.startswith("| ---") and not line.startswith("| method"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _mean_of(cell: str) -> float:
+    return float(re.match(r"\**(-?[0-9.]+)", cell).group(1))
+
+
+@pytest.fixture(scope="module")
+def stress_run(backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stress")
+    cache = tmp_path_factory.mktemp("stress_cache")
+    results = run_stress(
+        methods=["mean", "glot"], rhos=[0.5], seeds=[0], n_train=64, n_eval=32,
+        budget=Budget(epochs=1, lr=1e-3, batch_size=16), output_dir=out, cache_dir=cache,
+        backbone=backbone, log=lambda message: None,
+    )
+    return results, out, cache
+
+
+def test_stress_writes_table_json_and_png(stress_run):
+    results, out, _ = stress_run
+    for name in ("stress.json", "stress.md", "stress_accuracy_vs_rho.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    stored = json.loads((out / "stress.json").read_text())
+    assert stored["summary"] == results["summary"]
+    assert (out / "stress_accuracy_vs_rho.png").read_bytes()[:8] == PNG_MAGIC
+
+    protocol = stored["protocol"]
+    assert protocol["methods"] == ["mean", "glot"] and protocol["rhos"] == [0.5] and protocol["seeds"] == [0]
+    assert protocol["n_train"] == 64 and protocol["n_eval"] == 32 and protocol["max_seq_length"] == 256
+    assert protocol["glot_config"]["in_dim"] == 384
+
+    runs = stored["runs"]
+    assert sorted(r["method"] for r in runs) == ["glot", "mean"]
+    for run in runs:
+        assert 0.0 <= run["accuracy"] <= 1.0
+        assert len(run["history"]) == 1 and run["accuracy"] == run["history"][-1]["metric"]
+        # 32 eval texts: accuracy is a multiple of 1/32
+        assert abs(run["accuracy"] * 32 - round(run["accuracy"] * 32)) < 1e-9
+    glot_run = next(r for r in runs if r["method"] == "glot")
+    mean_run = next(r for r in runs if r["method"] == "mean")
+    assert glot_run["trainable_parameters"] > mean_run["trainable_parameters"] > 0
+    # the backbone ran once for the dataset: the second method found the cache ready
+    assert mean_run["cache_seconds"] > glot_run["cache_seconds"]
+
+    for method in ("mean", "glot"):
+        cell = stored["summary"][method]["0.5"]
+        run = next(r for r in runs if r["method"] == method)
+        assert cell["n"] == 1 and cell["std"] == 0.0 and cell["mean"] == run["accuracy"]
+    for stats in stored["token_stats"].values():
+        assert stats["truncated"] == 0 and stats["max_tokens"] <= 256
+
+
+def test_stress_markdown_matches_json(stress_run):
+    results, out, _ = stress_run
+    markdown = (out / "stress.md").read_text()
+    assert markdown == stress_markdown(results)
+    assert "| method | ρ = 0.5 |" in markdown
+    rows = _table_rows(markdown)
+    assert set(rows) == {METHOD_LABELS["mean"], METHOD_LABELS["glot"]}
+    for method in ("mean", "glot"):
+        assert _mean_of(rows[METHOD_LABELS[method]][0]) == pytest.approx(
+            results["summary"][method]["0.5"]["mean"] * 100, abs=0.05
+        )
+
+
+def test_stress_resume_reuses_finished_runs(stress_run, backbone):
+    results, out, cache = stress_run
+    again = run_stress(
+        methods=["mean", "glot"], rhos=[0.5], seeds=[0], n_train=64, n_eval=32,
+        budget=Budget(epochs=1, lr=1e-3, batch_size=16), output_dir=out, cache_dir=cache,
+        backbone=backbone, resume=True, plot=False, log=lambda message: None,
+    )
+    assert again["runs"] == results["runs"]
+
+
+def test_cap_rows_is_a_fixed_subset():
+    split = load_split("cola", "train", limit=200)
+    first, second = _cap_rows(split, 50), _cap_rows(split, 50)
+    assert first == second and len(first) == 50
+    positions = [split.texts_a.index(t) for t in first.texts_a]
+    assert positions == sorted(positions)
+    assert all(split.labels[p] == y for p, y in zip(positions, first.labels))
+    assert _cap_rows(split, 500) is split
+
+
+def test_glue_tiny_run(backbone, tmp_path):
+    results = run_glue(
+        tasks=["cola", "stsb"], methods=["mean", "glot"], seeds=[0], max_train=32, max_eval=24,
+        budget=Budget(epochs=1, lr=1e-3, batch_size=16), output_dir=tmp_path, backbone=backbone,
+        log=lambda message: None,
+    )
+    stored = json.loads((tmp_path / "glue.json").read_text())
+    assert stored["summary"] == results["summary"]
+    assert stored["split_sizes"]["cola"]["train_used"] == 32
+    assert stored["split_sizes"]["stsb"]["eval_rows"] == 24
+    assert stored["split_sizes"]["cola"]["train_rows"] == len(load_split("cola", "train"))
+    assert len(stored["runs"]) == 4
+    for run in stored["runs"]:
+        assert run["metric_name"] == TASKS[run["task"]].metric
+        assert -1.0 <= run["value"] <= 1.0
+    untrained = stored["untrained"]["minilm_mean_untrained"]["stsb"]
+    assert 0.0 < untrained <= 1.0  # MiniLM's own embeddings rank STS-B pairs well even on 24 pairs
+
+    markdown = (tmp_path / "glue.md").read_text()
+    assert markdown == glue_markdown(results)
+    assert markdown.splitlines()[0] == "| method | CoLA (MCC) | STS-B (Spearman) |"
+    rows = _table_rows(markdown)
+    assert set(rows) == {"MiniLM mean pooling, untrained (cosine)", "Mean", "GLOT"}
+    assert _mean_of(rows["MiniLM mean pooling, untrained (cosine)"][1]) == pytest.approx(untrained * 100, abs=0.05)
+    for method in ("mean", "glot"):
+        for column, task in enumerate(["cola", "stsb"]):
+            expected = results["summary"][method][task]["mean"] * 100
+            assert _mean_of(rows[METHOD_LABELS[method]][column]) == pytest.approx(expected, abs=0.05)
+    for task, best in stored["best_method"].items():
+        top = max(stored["summary"][m][task]["mean"] for m in ("mean", "glot"))
+        assert all(np.isclose(stored["summary"][m][task]["mean"], top) for m in best)
+    assert stored["targets"]["glot_best_count"] == sum("glot" in v for v in stored["best_method"].values())

@@ -1,0 +1,257 @@
+"""Task heads and cached training: losses, label/column errors, determinism, best checkpoint, save/reload."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import glot_st
+import glot_st.training as training_mod
+from glot_st.baselines import make_pooler
+from glot_st.data import TextSplit, load_split
+from glot_st.heads import (
+    ClassificationHead,
+    ContrastiveHead,
+    PairClassificationHead,
+    RegressionHead,
+    load_head_dir,
+    make_head,
+)
+from glot_st.training import load_head, train_cached
+
+# ------------------------------------------------------------------------------------------------ heads
+
+
+def test_classification_head_loss_and_label_errors():
+    torch.manual_seed(0)
+    head = ClassificationHead(8, num_labels=3)
+    z = torch.randn(4, 8)
+    labels = [0, 2, 1, 2]
+    expected = F.cross_entropy(head.linear(z), torch.tensor(labels))
+    torch.testing.assert_close(head.loss(z, None, labels), expected)
+    assert head.predict(z).tolist() == head.linear(z).argmax(-1).tolist()
+    with pytest.raises(ValueError, match=r"row 1 is 3, outside \[0, 3\)"):
+        head.loss(z, None, [0, 3, 1, 2])
+    with pytest.raises(ValueError, match=r"row 12 is -1"):
+        head.check_labels([0, -1], row_ids=[11, 12])
+    with pytest.raises(ValueError, match="row 0 is None"):
+        head.check_labels([None])
+    with pytest.raises(ValueError, match="row 1 is 1.5"):
+        head.check_labels([1, 1.5])
+
+
+def test_pair_head_concatenates_and_needs_pairs():
+    torch.manual_seed(0)
+    head = PairClassificationHead(8, num_labels=2)
+    assert head.linear.in_features == 16
+    a, b = torch.randn(3, 8), torch.randn(3, 8)
+    torch.testing.assert_close(head(a, b), head.linear(torch.cat([a, b], -1)))
+    with pytest.raises(ValueError, match="z_b"):
+        head.loss(a, None, [0, 1, 0])
+
+
+def test_regression_head_is_mse_of_projected_cosine_against_scaled_score():
+    torch.manual_seed(0)
+    head = RegressionHead(8, proj_dim=4)
+    a, b = torch.randn(3, 8), torch.randn(3, 8)
+    scores = [5.0, 0.0, 2.5]
+    cos = F.cosine_similarity(head.proj(a), head.proj(b), dim=-1)
+    torch.testing.assert_close(head.loss(a, b, scores), F.mse_loss(cos, torch.tensor([1.0, 0.0, 0.5])))
+    with pytest.raises(ValueError, match=r"row 2 is 5.5, outside \[0.0, 5.0\]"):
+        head.loss(a, b, [1.0, 2.0, 5.5])
+    with pytest.raises(ValueError, match="row 0 is nan"):
+        head.check_labels([float("nan")])
+
+
+def test_contrastive_head_is_infonce_over_in_batch_negatives():
+    torch.manual_seed(0)
+    head = ContrastiveHead(8, temperature=0.1)
+    a, b = torch.randn(5, 8), torch.randn(5, 8)
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / 0.1
+    torch.testing.assert_close(head.loss(a, b), F.cross_entropy(logits, torch.arange(5)))
+    aligned = torch.eye(5, 8) * 3
+    assert head.loss(aligned, aligned).item() < 1e-3  # each positive is the only similar one
+    with pytest.raises(ValueError, match="temperature"):
+        ContrastiveHead(8, temperature=0.0)
+
+
+@pytest.mark.parametrize(
+    "kind,config",
+    [("single", {"num_labels": 3}), ("pair", {"num_labels": 2}), ("regression", {"proj_dim": 6}),
+     ("contrastive", {"temperature": 0.2, "proj_dim": 4})],
+)
+def test_heads_save_and_load(kind, config, tmp_path):
+    torch.manual_seed(1)
+    head = make_head(kind, 8, **config)
+    head.save(tmp_path)
+    loaded = load_head_dir(tmp_path)
+    assert type(loaded) is type(head) and loaded.config == head.config
+    a, b = torch.randn(4, 8), torch.randn(4, 8)
+    assert torch.equal(loaded.predict(a, b), head.predict(a, b))
+
+
+def test_unknown_head_kind():
+    with pytest.raises(ValueError, match="unknown head kind 'nope'"):
+        make_head("nope", 8)
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+@pytest.fixture(scope="module")
+def model(minilm_dir):
+    """A private Transformer + small GLOT model (tests here train it; each resets it first)."""
+    torch.manual_seed(0)
+    return glot_st.from_backbone(minilm_dir, max_seq_length=32, device="cpu", hidden_dim=16, num_layers=1)
+
+
+@pytest.fixture(scope="module")
+def initial_state(model):
+    return {k: v.clone() for k, v in model[1].state_dict().items()}
+
+
+@pytest.fixture()
+def fresh(model, initial_state):
+    model[1].load_state_dict(initial_state)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("train_cache")
+
+
+@pytest.fixture(scope="module")
+def stsb():
+    return load_split("stsb", "train", limit=24), load_split("stsb", "dev", limit=16)
+
+
+def run(model, train, dev, cache_root, **kwargs):
+    kwargs.setdefault("epochs", 2)
+    kwargs.setdefault("batch_size", 8)
+    return train_cached(model, train, dev, cache_dir=cache_root, show_progress_bar=False, **kwargs)
+
+
+def test_same_seed_gives_bitwise_equal_weights(fresh, initial_state, stsb, cache_root):
+    first = run(fresh, *stsb, cache_root, seed=3)
+    weights = {k: v.clone() for k, v in fresh[1].state_dict().items()}
+    head_weights = {k: v.clone() for k, v in first.head.state_dict().items()}
+
+    fresh[1].load_state_dict(initial_state)
+    second = run(fresh, *stsb, cache_root, seed=3)
+    assert all(torch.equal(weights[k], v) for k, v in fresh[1].state_dict().items())
+    assert all(torch.equal(head_weights[k], v) for k, v in second.head.state_dict().items())
+    assert [h["loss"] for h in first.history] == [h["loss"] for h in second.history]
+    assert first.metric_name == "spearman" and len(first.history) == 2
+    assert set(first.history[0]) == {"epoch", "loss", "metric", "seconds", "eval_seconds"}
+    assert any(not torch.equal(initial_state[k], v) for k, v in weights.items())  # it did train
+
+    fresh[1].load_state_dict(initial_state)
+    run(fresh, *stsb, cache_root, seed=4, epochs=1)
+    assert any(not torch.equal(weights[k], v) for k, v in fresh[1].state_dict().items())
+
+
+def test_best_checkpoint_is_restored(fresh, stsb, cache_root, monkeypatch):
+    scores = iter([0.1, 0.9, 0.2])
+    snapshots = []
+
+    def scripted(pooler, head, *args, **kwargs):
+        snapshots.append(({k: v.clone() for k, v in pooler.state_dict().items()},
+                          {k: v.clone() for k, v in head.state_dict().items()}))
+        return next(scores)
+
+    monkeypatch.setattr(training_mod, "_evaluate", scripted)
+    result = run(fresh, *stsb, cache_root, epochs=3)
+    assert result.best_epoch == 2 and result.best_metric == 0.9
+    assert [h["metric"] for h in result.history] == [0.1, 0.9, 0.2]
+    pooler_best, head_best = snapshots[1]
+    assert all(torch.equal(pooler_best[k], v) for k, v in fresh[1].state_dict().items())
+    assert all(torch.equal(head_best[k], v) for k, v in result.head.state_dict().items())
+    assert any(not torch.equal(snapshots[2][0][k], v) for k, v in fresh[1].state_dict().items())
+
+
+def test_save_and_reload_model_and_head(fresh, stsb, cache_root, tmp_path):
+    out = tmp_path / "trained"
+    result = run(fresh, *stsb, cache_root, epochs=1, output_dir=out)
+    reloaded = glot_st.load(str(out), device="cpu")
+    sentences = stsb[1].texts_a[:4]
+    np.testing.assert_allclose(reloaded.encode(sentences), fresh.encode(sentences), atol=1e-6)
+    head = load_head(out)
+    a, b = torch.randn(3, head.dim), torch.randn(3, head.dim)
+    assert torch.equal(head.predict(a, b), result.head.predict(a, b))
+    assert (out / "glot_training.json").is_file()
+
+
+def test_pair_classification_and_baseline_pooler(fresh, cache_root):
+    train, dev = load_split("mrpc", "train", limit=16), load_split("mrpc", "dev", limit=8)
+    result = run(fresh, train, dev, cache_root, epochs=1)
+    assert result.metric_name == "f1" and result.head.kind == "pair"
+    cola_train, cola_dev = load_split("cola", "train", limit=16), load_split("cola", "dev", limit=8)
+    mean = make_pooler("mean", 384)  # no parameters: only the head trains
+    result = run(fresh, cola_train, cola_dev, cache_root, epochs=1, pooler=mean)
+    assert result.trainable_parameters == 384 * 2 + 2 and result.metric_name == "mcc"
+
+
+def test_contrastive_head_on_pairs(fresh, stsb, cache_root):
+    result = run(fresh, *stsb, cache_root, epochs=1, head_kind="contrastive", head_config={"temperature": 0.05})
+    assert result.head.kind == "contrastive" and result.metric_name == "spearman"
+    with pytest.raises(ValueError, match="contrastive head predicts cosine"):
+        run(fresh, load_split("mrpc", "train", limit=8), load_split("mrpc", "dev", limit=8), cache_root,
+            head_kind="contrastive")
+
+
+def test_mismatched_data_names_the_row_or_column(fresh, cache_root):
+    single = TextSplit("sst2", "train", ["good", "bad"], None, [1, 0])
+    with pytest.raises(ValueError, match="column texts_b is None but the 'pair' head"):
+        run(fresh, single, None, cache_root, head_kind="pair")
+    pairs = TextSplit("sst2", "train", ["good", "bad"], ["x", "y"], [1, 0])
+    with pytest.raises(ValueError, match="column texts_b is given"):
+        run(fresh, pairs, None, cache_root)
+    empty = TextSplit("mrpc", "train", ["a", "b", "c", "d"], ["a", "b", "c", ""], [1, 0, 1, 0])
+    with pytest.raises(ValueError, match="column texts_b: row 3 is empty"):
+        run(fresh, empty, None, cache_root)
+    none = TextSplit("cola", "train", ["a", None], None, [1, 0])
+    with pytest.raises(ValueError, match="column texts_a: row 1 is None"):
+        run(fresh, none, None, cache_root)
+    bad_label = TextSplit("cola", "train", ["a", "b", "c"], None, [1, 0, 2])
+    with pytest.raises(ValueError, match=r"column labels: label at row 2 is 2, outside \[0, 2\)"):
+        run(fresh, bad_label, None, cache_root)
+    bad_score = TextSplit("stsb", "train", ["a", "b"], ["c", "d"], [1.0, 7.0])
+    with pytest.raises(ValueError, match=r"row 1 is 7.0, outside"):
+        run(fresh, bad_score, None, cache_root)
+    with pytest.raises(ValueError, match="eval split is task 'cola'"):
+        run(fresh, bad_score, bad_label, cache_root)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_registry_help_and_errors(capsys):
+    from glot_st.cli import SUBCOMMANDS, build_parser, main
+
+    assert {"cache", "train"} <= set(SUBCOMMANDS) and all(c.help for c in SUBCOMMANDS.values())
+    assert "train" in build_parser().format_help()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--num-layers" in capsys.readouterr().out
+    assert main([]) == 2
+    assert main(["train", "--task", "stsb", "--limit", "0"]) == 2
+    assert "limit must be a positive int" in capsys.readouterr().err
+
+
+def test_cli_cache_then_train_reuses_the_cache(tmp_path, capsys):
+    import json
+
+    from glot_st.cli import main
+
+    common = ["--task", "stsb", "--limit", "8", "--max-seq-length", "32", "--cache-dir", str(tmp_path), "--quiet"]
+    assert main(["cache", *common]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["texts"] == 16 and built["dtype"] == "float16"
+    assert main(["train", *common, "--eval-limit", "8", "--epochs", "1", "--batch-size", "4", "--hidden-dim", "8",
+                 "--num-layers", "1", "--output-dir", str(tmp_path / "out")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metric_name"] == "spearman" and len(result["history"]) == 1
+    assert len(list(tmp_path.glob("stsb-train-*"))) == 1  # train reused the cache built by `cache`
+    assert (tmp_path / "out" / "glot_head" / "glot_head.json").is_file()

@@ -92,7 +92,8 @@ class GATLayer(nn.Module):
         alpha = graph.softmax(F.leaky_relu(logits, self.negative_slope))
         alpha = F.dropout(alpha, p=self.attention_dropout, training=self.training)
         out = graph.propagate(h, alpha)  # (N, H, C)
-        out = out.reshape(out.shape[0], -1) if self.concat else out.mean(dim=1)
+        # explicit width: reshape(N, -1) is ambiguous for a batch without tokens (N = 0)
+        out = out.reshape(out.shape[0], self.heads * self.channels) if self.concat else out.mean(dim=1)
         return out + self.bias if self.bias is not None else out
 
 

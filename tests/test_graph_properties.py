@@ -228,6 +228,8 @@ def test_dense_layout_equals_sparse_edge_set(batch, graph, tau, k, edge_weight):
     # weights: the sparse ones on the valid edges, zero off the graph and at padding rows
     dense_weight = dense.weight[b, i, j]
     lookup = _edge_weights(sparse)
-    want = torch.tensor([lookup[(int(bb) * length + int(ii), int(bb) * length + int(jj))] for bb, ii, jj in zip(b, i, j)])
+    want = torch.tensor(
+        [lookup[(int(bb) * length + int(ii), int(bb) * length + int(jj))] for bb, ii, jj in zip(b, i, j)]
+    )
     torch.testing.assert_close(dense_weight, want.reshape(dense_weight.shape), atol=1e-6, rtol=0)
     assert not bool(dense.weight[~(dense.adjacency & pair_valid)].any())

@@ -31,7 +31,10 @@ CONFIGS = [
 ]
 LAYOUTS = ("sparse", "dense")  # "auto" picks one of these; see test_auto_layout_switch_does_not_change_a_sentence
 CASES = [
-    (i, layout) for i, config in enumerate(CONFIGS) for layout in LAYOUTS if not (config["conv"] == "gine" and layout == "dense")
+    (i, layout)
+    for i, config in enumerate(CONFIGS)
+    for layout in LAYOUTS
+    if not (config["conv"] == "gine" and layout == "dense")
 ]
 
 

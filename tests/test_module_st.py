@@ -77,7 +77,11 @@ def test_save_and_reload_bitwise(trained_like_model, tmp_path):
         assert torch.equal(tensor, state[name]), name
 
     want = model.encode(TEXTS, convert_to_tensor=True)
-    for reloaded in (SentenceTransformer(str(path), trust_remote_code=True, device="cpu"), glot_st.load(str(path), device="cpu")):
+    reloads = (
+        SentenceTransformer(str(path), trust_remote_code=True, device="cpu"),
+        glot_st.load(str(path), device="cpu"),
+    )
+    for reloaded in reloads:
         assert isinstance(reloaded[1], GLOT)
         assert reloaded[1].get_config_dict() == model[1].get_config_dict()
         for name, tensor in reloaded[1].state_dict().items():
@@ -229,7 +233,9 @@ def test_unfrozen_backbone_gets_gradients(minilm_dir):
 # ---- token states output -----------------------------------------------------------------------------------------
 def test_output_token_states(minilm_transformer):
     torch.manual_seed(3)
-    glot = GLOT(in_dim=MINILM_DIM, hidden_dim=8, num_layers=2, jk="cat", conv="gat", output_token_states=True, dropout=0.0)
+    glot = GLOT(
+        in_dim=MINILM_DIM, hidden_dim=8, num_layers=2, jk="cat", conv="gat", output_token_states=True, dropout=0.0
+    )
     model = SentenceTransformer(modules=[minilm_transformer, glot], device="cpu").eval()
     features = model.preprocess(TEXTS)
     with torch.no_grad():

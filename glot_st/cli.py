@@ -204,6 +204,64 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------- evaluation runners
+# (glot_st.evaluation; flags left at None take the runner's defaults)
+
+RUNNER_ARGUMENTS = (
+    arg("--methods", default=None, help="comma-separated subset of cls,mean,max,adapool,glot (default: all)"),
+    arg("--seeds", default=None, help="comma-separated seeds (default: 0,1,2)"),
+    arg("--epochs", type=int, default=None, help="epochs for every method (default: 5)"),
+    arg("--lr", type=float, default=None, help="AdamW learning rate for every method (default: 1e-3)"),
+    arg("--batch-size", type=int, default=None, help="batch size for every method (default: 32)"),
+    arg("--weight-decay", type=float, default=None, help="AdamW weight decay for every method (default: 0)"),
+    arg("--max-seq-length", type=int, default=None, help="backbone token limit (default: 256)"),
+    arg("--data-dir", default=None, help="a copy of the data laid out like glot_st/datasets (default: bundled)"),
+    arg("--cache-dir", default=None, help="keep the token-state caches here (default: temporary folders)"),
+    arg("--glot-config", default=None, help="JSON object of GLOT arguments (default: GLOT's defaults)"),
+    arg("--resume", action="store_true", help="reuse finished runs of an earlier JSON with the same protocol"),
+    arg("--progress", action="store_true", help="show progress bars"),
+)
+
+
+@subcommand(
+    "stress",
+    help="the signal-dilution stress test: CLS/mean/max/AdaPool/GLOT on a frozen MiniLM vs distractor ratio",
+    arguments=(
+        arg("--rhos", default=None, help="comma-separated distractor ratios (default: 0.2,0.5,0.8,0.9)"),
+        arg("--n-train", type=int, default=None, help="training texts per dataset (default: 2000)"),
+        arg("--n-eval", type=int, default=None, help="eval texts per dataset (default: 500)"),
+        arg("--length", type=int, default=None, help="words per text (default: 128)"),
+        arg("--output-dir", default=None, help="results folder (default: benchmarks/results/stress)"),
+        arg("--no-plot", action="store_true", help="skip the PNG"),
+        *RUNNER_ARGUMENTS,
+    ),
+)
+def stress_command(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from glot_st.evaluation import stress_main
+
+    return stress_main(args)
+
+
+@subcommand(
+    "glue",
+    help="GLUE-lite (CoLA, SST-2, STS-B, MRPC, RTE) on a frozen MiniLM: CLS/mean/max/AdaPool/GLOT",
+    arguments=(
+        arg("--tasks", default=None, help="comma-separated subset of cola,sst2,stsb,mrpc,rte (default: all)"),
+        arg("--max-train", type=int, default=None, help="cap on training rows per task (default: 20000; 0 = all)"),
+        arg("--max-eval", type=int, default=None, help="cap on eval rows (default: 0 = the whole split)"),
+        arg("--output-dir", default=None, help="results folder (default: benchmarks/results/glue)"),
+        arg("--no-untrained", action="store_true", help="skip the untrained MiniLM mean-pooling STS-B row"),
+        *RUNNER_ARGUMENTS,
+    ),
+)
+def glue_command(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from glot_st.evaluation import glue_main
+
+    return glue_main(args)
+
+
 # ----------------------------------------------------------------------------------- entry point
 
 

@@ -22,7 +22,7 @@ Public API::
 
     METHODS, Budget, make_method_pooler(name, in_dim, glot_config=None), train_method(...),
     run_stress(...), run_glue(...), stress_markdown(results), glue_markdown(results), plot_stress(results, path)
-    add_stress_arguments(parser) / stress_main(args), add_glue_arguments(parser) / glue_main(args)
+    stress_main(args), glue_main(args)   (the ``glot-st stress`` / ``glot-st glue`` handlers)
 """
 
 from __future__ import annotations
@@ -58,8 +58,6 @@ __all__ = [
     "METHOD_LABELS",
     "STRESS_TARGET",
     "Budget",
-    "add_glue_arguments",
-    "add_stress_arguments",
     "glue_main",
     "glue_markdown",
     "load_backbone",
@@ -103,7 +101,7 @@ class Budget:
         weight_decay: AdamW weight decay.
     """
 
-    epochs: int = 3
+    epochs: int = 5
     lr: float = 1e-3
     batch_size: int = 32
     weight_decay: float = 0.0
@@ -722,106 +720,99 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     return methods
 
 
-# --------------------------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------------------------- CLI handlers
 
 
-def _csv(cast: Callable[[str], Any]) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
-        try:
-            return [cast(item) for item in text.split(",") if item.strip()]
-        except ValueError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
-
-
-def _add_common(parser: argparse.ArgumentParser, default_out: Path, epochs: int, lr: float) -> None:
-    parser.add_argument("--methods", type=_csv(str), default=list(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    parser.add_argument("--seeds", type=_csv(int), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"epochs for every method (default {epochs})")
-    parser.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate for every method (default {lr:g})")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size for every method (default 32)")
-    parser.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
-    parser.add_argument("--max-seq-length", type=int, default=256, help="backbone token limit (default 256)")
-    parser.add_argument("--data-dir", default=None, help="another copy of the data laid out like glot_st/datasets")
-    parser.add_argument("--output-dir", default=str(default_out), help=f"results folder (default {default_out})")
-    parser.add_argument("--cache-dir", default=None, help="keep token-state caches here (default: temporary)")
-    parser.add_argument("--glot-config", default=None, help="JSON object of GLOT arguments (default: library defaults)")
-    parser.add_argument("--resume", action="store_true", help="reuse finished runs from an earlier JSON with the same protocol")
-    parser.add_argument("--progress", action="store_true", help="show progress bars")
+def _csv(text: str | Sequence[Any] | None, cast: Callable[[str], Any]) -> list[Any] | None:
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        return [cast(item) for item in text]
+    return [cast(item) for item in text.split(",") if item.strip()]
 
 
 def _budget(args: argparse.Namespace) -> Budget:
-    return Budget(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay)
+    default = Budget()
+    picked = {
+        name: getattr(args, name, None) if getattr(args, name, None) is not None else getattr(default, name)
+        for name in ("epochs", "lr", "batch_size", "weight_decay")
+    }
+    return Budget(**picked)
 
 
 def _glot_config(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.glot_config is None:
+    text = getattr(args, "glot_config", None)
+    if text is None:
         return None
-    config = json.loads(args.glot_config)
+    config = json.loads(text)
     if not isinstance(config, dict):
-        raise SystemExit("--glot-config must be a JSON object")
+        raise ValueError("--glot-config must be a JSON object")
     return config
 
 
-def add_stress_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``glot-st stress``."""
-    parser.add_argument("--rhos", type=_csv(float), default=list(PAPER_RHOS), help="comma-separated distractor ratios")
-    parser.add_argument("--n-train", type=int, default=2000, help="training texts per dataset (default 2000)")
-    parser.add_argument("--n-eval", type=int, default=500, help="eval texts per dataset (default 500)")
-    parser.add_argument("--length", type=int, default=128, help="words per text (default 128)")
-    parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    _add_common(parser, DEFAULT_STRESS_DIR, Budget.epochs, Budget.lr)
+def _opt(args: argparse.Namespace, name: str, default: Any) -> Any:
+    value = getattr(args, name, None)
+    return default if value is None else value
 
 
 def stress_main(args: argparse.Namespace) -> int:
-    """Run ``glot-st stress`` from parsed arguments; prints the markdown table."""
-    if args.data_dir is not None:
-        _print("note: the stress test generates its data; --data-dir is not used")
+    """``glot-st stress``: run :func:`run_stress` from parsed arguments (``None`` = the runner's default).
+
+    Reads ``methods``, ``rhos``, ``seeds`` (comma-separated strings), ``n_train``, ``n_eval``, ``length``,
+    ``epochs``, ``lr``, ``batch_size``, ``weight_decay``, ``max_seq_length``, ``output_dir``, ``cache_dir``,
+    ``glot_config`` (JSON), ``resume``, ``no_plot``, ``progress``; prints the markdown table.
+    """
+    if getattr(args, "data_dir", None) is not None:
+        _print("note: the stress test generates its own data; --data-dir is not used by `glot-st stress`")
+    output_dir = _opt(args, "output_dir", DEFAULT_STRESS_DIR)
+    no_plot = bool(getattr(args, "no_plot", False))
     results = run_stress(
-        methods=args.methods, rhos=args.rhos, seeds=args.seeds, n_train=args.n_train, n_eval=args.n_eval,
-        length=args.length, budget=_budget(args), max_seq_length=args.max_seq_length, output_dir=args.output_dir,
-        cache_dir=args.cache_dir, glot_config=_glot_config(args), resume=args.resume, plot=not args.no_plot,
-        show_progress_bar=args.progress,
+        methods=_csv(_opt(args, "methods", ",".join(METHODS)), str),
+        rhos=_csv(_opt(args, "rhos", ",".join(map(str, PAPER_RHOS))), float),
+        seeds=_csv(_opt(args, "seeds", "0,1,2"), int),
+        n_train=_opt(args, "n_train", 2000),
+        n_eval=_opt(args, "n_eval", 500),
+        length=_opt(args, "length", 128),
+        budget=_budget(args),
+        max_seq_length=_opt(args, "max_seq_length", 256),
+        output_dir=output_dir,
+        cache_dir=getattr(args, "cache_dir", None),
+        glot_config=_glot_config(args),
+        resume=bool(getattr(args, "resume", False)),
+        plot=not no_plot,
+        show_progress_bar=bool(getattr(args, "progress", False)),
     )
     print(stress_markdown(results))
-    print(f"written: {Path(args.output_dir) / 'stress.json'}, stress.md" + ("" if args.no_plot else ", stress_accuracy_vs_rho.png"))
+    written = ["stress.json", "stress.md"] + ([] if no_plot else ["stress_accuracy_vs_rho.png"])
+    print(f"written to {output_dir}: {', '.join(written)}")
     return 0
-
-
-def add_glue_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``glot-st glue``."""
-    parser.add_argument("--tasks", type=_csv(str), default=list(GLUE_TASKS), help="comma-separated subset of " + ",".join(GLUE_TASKS))
-    parser.add_argument("--max-train", type=int, default=20000, help="cap on training rows per task (default 20000; 0 = all)")
-    parser.add_argument("--max-eval", type=int, default=0, help="cap on eval rows (default 0 = the whole split)")
-    parser.add_argument("--no-untrained", action="store_true", help="skip the untrained MiniLM mean-pooling STS-B row")
-    _add_common(parser, DEFAULT_GLUE_DIR, Budget.epochs, Budget.lr)
 
 
 def glue_main(args: argparse.Namespace) -> int:
-    """Run ``glot-st glue`` from parsed arguments; prints the markdown table."""
+    """``glot-st glue``: run :func:`run_glue` from parsed arguments (``None`` = the runner's default).
+
+    Reads ``tasks``, ``methods``, ``seeds`` (comma-separated strings), ``max_train`` / ``max_eval`` (0 = no
+    cap), ``epochs``, ``lr``, ``batch_size``, ``weight_decay``, ``max_seq_length``, ``data_dir``,
+    ``output_dir``, ``cache_dir``, ``glot_config`` (JSON), ``resume``, ``no_untrained``, ``progress``; prints
+    the markdown table.
+    """
+    output_dir = _opt(args, "output_dir", DEFAULT_GLUE_DIR)
     results = run_glue(
-        tasks=args.tasks, methods=args.methods, seeds=args.seeds, max_train=args.max_train or None,
-        max_eval=args.max_eval or None, budget=_budget(args), max_seq_length=args.max_seq_length,
-        data_dir=args.data_dir, output_dir=args.output_dir, cache_dir=args.cache_dir,
-        glot_config=_glot_config(args), resume=args.resume, untrained_baseline=not args.no_untrained,
-        show_progress_bar=args.progress,
+        tasks=_csv(_opt(args, "tasks", ",".join(GLUE_TASKS)), str),
+        methods=_csv(_opt(args, "methods", ",".join(METHODS)), str),
+        seeds=_csv(_opt(args, "seeds", "0,1,2"), int),
+        max_train=_opt(args, "max_train", 20000) or None,
+        max_eval=_opt(args, "max_eval", 0) or None,
+        budget=_budget(args),
+        max_seq_length=_opt(args, "max_seq_length", 256),
+        data_dir=getattr(args, "data_dir", None),
+        output_dir=output_dir,
+        cache_dir=getattr(args, "cache_dir", None),
+        glot_config=_glot_config(args),
+        resume=bool(getattr(args, "resume", False)),
+        untrained_baseline=not bool(getattr(args, "no_untrained", False)),
+        show_progress_bar=bool(getattr(args, "progress", False)),
     )
     print(glue_markdown(results))
-    print(f"written: {Path(args.output_dir) / 'glue.json'}, glue.md")
+    print(f"written to {output_dir}: glue.json, glue.md")
     return 0
-
-
-def _standalone(argv: Sequence[str] | None = None) -> int:
-    """``python -m glot_st.evaluation {stress,glue} ...`` (the same as ``glot-st stress|glue``)."""
-    parser = argparse.ArgumentParser(prog="python -m glot_st.evaluation")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_stress_arguments(sub.add_parser("stress", help="the signal-dilution stress test"))
-    add_glue_arguments(sub.add_parser("glue", help="GLUE-lite on a frozen MiniLM"))
-    args = parser.parse_args(argv)
-    return stress_main(args) if args.command == "stress" else glue_main(args)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    raise SystemExit(_standalone())

@@ -152,3 +152,26 @@ def test_glue_tiny_run(backbone, tmp_path):
         top = max(stored["summary"][m][task]["mean"] for m in ("mean", "glot"))
         assert all(np.isclose(stored["summary"][m][task]["mean"], top) for m in best)
     assert stored["targets"]["glot_best_count"] == sum("glot" in v for v in stored["best_method"].values())
+
+
+def test_cli_stress_subcommand(stress_run, tmp_path, capsys):
+    from glot_st.cli import main
+
+    _, _, cache = stress_run  # same texts: the cached token states are reused
+    status = main([
+        "stress", "--methods", "cls", "--seeds", "0", "--rhos", "0.5", "--n-train", "64", "--n-eval", "32",
+        "--epochs", "1", "--batch-size", "16", "--output-dir", str(tmp_path), "--cache-dir", str(cache), "--no-plot",
+    ])
+    assert status == 0
+    stored = json.loads((tmp_path / "stress.json").read_text())
+    assert stored["protocol"]["methods"] == ["cls"] and stored["protocol"]["budget"]["epochs"] == 1
+    assert not (tmp_path / "stress_accuracy_vs_rho.png").exists()
+    assert "| CLS |" in capsys.readouterr().out
+
+
+def test_cli_rejects_unknown_method(tmp_path, capsys):
+    from glot_st.cli import main
+
+    status = main(["stress", "--methods", "median", "--output-dir", str(tmp_path)])
+    assert status == 2
+    assert "median" in capsys.readouterr().err

@@ -206,7 +206,7 @@ def _blocks(mask: Tensor, batch: int, length: int, block_elements: int) -> Itera
     """Yield ``(b0, b1, r0, r1)``: sentences ``b0:b1`` and destination rows ``r0:r1``, in sorted order.
 
     Sentences are grouped while ``group * L * L <= block_elements``; a sentence too long for one block is
-    split by rows. Fully padded sentences are skipped.
+    split by rows, and row ranges without a valid token are skipped.
     """
     per_sentence = length * length
     if per_sentence <= block_elements:
@@ -234,7 +234,7 @@ def _block_adjacency(
     k: int,
     knn: tuple[Tensor, Tensor] | None,
 ) -> tuple[Tensor, Tensor]:
-    """Adjacency and similarity of destination rows ``r0:r1`` of sentences ``b0:b1``.
+    """Adjacency and similarity of destination rows ``r0:r1`` of sentences ``b0:b1`` (the dense layout's path).
 
     Returns:
         ``adjacency`` (G, R, L) bool with self-loops on valid rows, and ``sim`` (G, R, L) float32.

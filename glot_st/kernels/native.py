@@ -6,8 +6,14 @@ All functions take edges sorted by destination: ``index`` (E,) int64 is the dest
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
+
+# torch warns once that CSR support is "in beta" when the first CSR tensor is made; the few CSR operations
+# used here (construction, mm, transpose, sampled_addmm) are long stable, so keep the warning out of users' logs.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
 
 __all__ = ["index_add_rows", "segment_softmax", "segment_sum", "spmm"]
 

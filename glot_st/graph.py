@@ -11,7 +11,8 @@ Every valid token also has a self-loop. No edge touches padding and no edge cros
 
 Similarity is computed in blocks of at most ``block_elements`` entries, so a long input (say 8192 tokens)
 never holds its whole ``L x L`` matrix; the sparse edge list comes out sorted by destination (then source),
-ready to be used as CSR rows without another sort.
+ready to be used as CSR rows without another sort. The dense layout is that same edge list scattered into
+a ``(B, L, L)`` adjacency, so both layouts share one definition of the graph.
 """
 
 from __future__ import annotations
@@ -91,13 +92,6 @@ def build_token_graph(
         kernels=kernels,
     )
 
-    if layout == "dense":
-        adjacency, sim = _block_adjacency(unit, mask, 0, batch, 0, length, graph, tau, k, knn)
-        weight = _edge_weight(adjacency, sim, edge_weight, 0)
-        eye = torch.eye(length, dtype=torch.bool, device=mask.device)
-        adjacency = adjacency | (eye & ~mask.unsqueeze(2))  # padding rows: a lone self-loop, no weight
-        return DenseGraph(adjacency=adjacency, weight=weight, **common)
-
     node_id = (flat_mask.long().cumsum(0) - 1).view(batch, length)
     cosine = edge_weight == "cosine"
     src_parts, dst_parts, weight_parts = [], [], []
@@ -112,9 +106,26 @@ def build_token_graph(
     src = _concat(src_parts, node_position.new_zeros(0))
     # binary graphs: a weight of 1 on every edge, made once instead of gathered block by block
     weight = _concat(weight_parts, unit.new_zeros(0)) if cosine else unit.new_ones(dst.numel())
+    if layout == "dense":
+        return _to_dense(src, dst, weight, mask, common)
     counts = torch.bincount(dst, minlength=common["num_nodes"])
     rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return SparseGraph(src=src, dst=dst, rowptr=rowptr, weight=weight, **common)
+
+
+def _to_dense(src: Tensor, dst: Tensor, weight: Tensor, mask: Tensor, common: dict) -> DenseGraph:
+    """Scatter the edge list into a (B, L, L) adjacency and weight (one definition of the graph for both
+    layouts); padding rows get a lone self-loop of weight 0 so every softmax row is defined."""
+    batch, length = mask.shape
+    rows = common["node_position"].index_select(0, dst)  # flat (b, i) of the destination
+    cols = common["node_position"].index_select(0, src) % length  # token j of the source
+    adjacency = torch.zeros((batch * length, length), dtype=torch.bool, device=mask.device)
+    adjacency[rows, cols] = True
+    dense_weight = torch.zeros((batch * length, length), dtype=weight.dtype, device=mask.device)
+    dense_weight[rows, cols] = weight
+    eye = torch.eye(length, dtype=torch.bool, device=mask.device)
+    adjacency = adjacency.view(batch, length, length) | (eye & ~mask.unsqueeze(2))
+    return DenseGraph(adjacency=adjacency, weight=dense_weight.view(batch, length, length), **common)
 
 
 def _concat(parts: list[Tensor], empty: Tensor) -> Tensor:
@@ -222,53 +233,6 @@ def _blocks(mask: Tensor, batch: int, length: int, block_elements: int) -> Itera
                 yield b, b + 1, r0, r1
 
 
-def _block_adjacency(
-    unit: Tensor,
-    mask: Tensor,
-    b0: int,
-    b1: int,
-    r0: int,
-    r1: int,
-    graph: str,
-    tau: float,
-    k: int,
-    knn: tuple[Tensor, Tensor] | None,
-) -> tuple[Tensor, Tensor]:
-    """Adjacency and similarity of destination rows ``r0:r1`` of sentences ``b0:b1`` (the dense layout's path).
-
-    Returns:
-        ``adjacency`` (G, R, L) bool with self-loops on valid rows, and ``sim`` (G, R, L) float32.
-    """
-    rows = unit[b0:b1, r0:r1]  # (G, R, d)
-    sim = torch.bmm(rows, unit[b0:b1].transpose(1, 2))  # (G, R, L)
-    row_mask = mask[b0:b1, r0:r1]
-    col_mask = mask[b0:b1]
-    valid = row_mask.unsqueeze(2) & col_mask.unsqueeze(1)
-    length = unit.shape[1]
-    self_loop = torch.zeros_like(valid)
-    diag = torch.arange(r0, r1, device=unit.device)
-    self_loop[:, diag - r0, diag] = True
-    self_loop &= valid
-
-    if graph == "threshold":
-        adjacency = sim > tau
-    elif graph == "topk":
-        adjacency = _topk_rows(sim, valid & ~self_loop, k)
-    else:  # mutual_knn
-        assert knn is not None
-        adjacency = _rows_from_indices(knn[0][b0:b1, r0:r1], length) & _reverse_rows(knn[0][b0:b1], r0, r1)
-    adjacency = (adjacency & valid) | self_loop
-    return adjacency, sim
-
-
-def _topk_rows(sim: Tensor, candidates: Tensor, k: int) -> Tensor:
-    """(G, R, L) bool: per row, the ``k`` most similar candidates (fewer if fewer exist)."""
-    keep = min(k, sim.shape[-1])
-    scores = sim.masked_fill(~candidates, float("-inf"))
-    top = scores.topk(keep, dim=-1)
-    chosen = torch.zeros_like(candidates)
-    chosen.scatter_(-1, top.indices, top.values > float("-inf"))
-    return chosen
 
 
 def _knn_indices(unit: Tensor, mask: Tensor, k: int, block_elements: int) -> tuple[Tensor, Tensor]:
@@ -293,31 +257,3 @@ def _knn_indices(unit: Tensor, mask: Tensor, k: int, block_elements: int) -> tup
         indices[b0:b1, r0:r1] = top.indices.masked_fill(~found, -1)
         values[b0:b1, r0:r1] = top.values
     return indices, values
-
-
-def _rows_from_indices(indices: Tensor, length: int) -> Tensor:
-    """(G, R, k) neighbour indices (``-1`` = none) -> (G, R, L) bool rows."""
-    rows = torch.zeros((*indices.shape[:2], length + 1), dtype=torch.bool, device=indices.device)
-    rows.scatter_(-1, indices.masked_fill(indices < 0, length), True)
-    return rows[..., :length]
-
-
-def _reverse_rows(knn: Tensor, r0: int, r1: int) -> Tensor:
-    """(G, R, L) bool: ``[g, i, j]`` is True when ``r0 + i`` is among ``j``'s neighbours."""
-    groups, length, _ = knn.shape
-    out = torch.zeros((groups, r1 - r0, length), dtype=torch.bool, device=knn.device)
-    hit = (knn >= r0) & (knn < r1)
-    g, j, slot = hit.nonzero(as_tuple=True)
-    out[g, knn[g, j, slot] - r0, j] = True
-    return out
-
-
-def _edge_weight(adjacency: Tensor, sim: Tensor, edge_weight: str, r0: int) -> Tensor:
-    """(G, R, L) float32 edge weights, zero off the graph and 1 on self-loops."""
-    if edge_weight == "binary":
-        return adjacency.float()
-    # masked_fill, not a product: sim is NaN at padding columns whose states are NaN / inf (allowed there)
-    weight = sim.clamp_min(0.0).masked_fill(~adjacency, 0.0)
-    diag = torch.arange(r0, r0 + adjacency.shape[1], device=adjacency.device)
-    weight[:, diag - r0, diag] = adjacency[:, diag - r0, diag].float()
-    return weight

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from glot_st.graph import valid_tokens
 from glot_st.kernels import native
 from glot_st.readout import AttentionReadout
 
@@ -29,7 +30,8 @@ class SimplePooler(nn.Module):
         self.in_dim = in_dim
 
     def pool(self, token_states: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L, d), (B, L) -> (B, d) float32; rows without tokens give zeros."""
+        """(B, L, d) float token states, (B, L) mask (non-zero = real token) -> (B, d) float32; rows without
+        tokens give zeros."""
         x = token_states.float()
         mask = (attention_mask != 0).unsqueeze(-1)
         if self.mode == "mean":
@@ -42,6 +44,7 @@ class SimplePooler(nn.Module):
         return pooled * mask.any(1)
 
     def get_sentence_embedding_dimension(self) -> int:
+        """Output width ``d`` (the token-state width)."""
         return self.in_dim
 
 
@@ -59,17 +62,14 @@ class AdaPool(nn.Module):
         self.readout = AttentionReadout(in_dim, scorer_hidden)
 
     def pool(self, token_states: Tensor, attention_mask: Tensor) -> Tensor:
-        """(B, L, d), (B, L) -> (B, d)."""
+        """(B, L, d) float token states, (B, L) mask -> (B, d) in the scorer's parameter dtype."""
         batch, length, width = token_states.shape
-        flat_mask = (attention_mask != 0).reshape(-1)
-        positions = flat_mask.nonzero().squeeze(1)
-        node_batch = torch.div(positions, length, rounding_mode="floor")
-        nodes = token_states.reshape(-1, width).index_select(0, positions).to(self.readout.scorer[0].weight.dtype)
-        counts = torch.bincount(node_batch, minlength=batch)
-        rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        return self.readout(nodes, node_batch, rowptr, batch, native)[0]
+        positions, node_batch, rowptr = valid_tokens(attention_mask.to(token_states.device) != 0)
+        nodes = token_states.reshape(batch * length, width).index_select(0, positions)
+        return self.readout(nodes.to(self.readout.scorer[0].weight.dtype), node_batch, rowptr, batch, native)[0]
 
     def get_sentence_embedding_dimension(self) -> int:
+        """Output width ``d`` (the token-state width)."""
         return self.in_dim
 
 

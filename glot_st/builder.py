@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import load_file_path
 
 try:  # sentence-transformers 6
     from sentence_transformers.base.modules import Transformer
@@ -13,7 +14,7 @@ except ImportError:  # sentence-transformers 5
     from sentence_transformers.models import Transformer
 
 from glot_st.freeze import freeze_modules
-from glot_st.module import GLOT
+from glot_st.module import GLOT, Module
 
 __all__ = ["from_backbone", "load"]
 
@@ -42,8 +43,14 @@ def from_backbone(
     Returns:
         The composed model.
     """
-    if os.path.isfile(os.path.join(name_or_path, "modules.json")):
-        transformer = SentenceTransformer(name_or_path, device="cpu")[0]
+    if _is_sentence_transformer(name_or_path):
+        if transformer_kwargs:
+            raise ValueError(
+                f"transformer_kwargs apply to a plain Hugging Face model; {name_or_path!r} is a sentence-transformers "
+                "model whose Transformer settings come from its own config"
+            )
+        # trust_remote_code: the folder may itself be a saved GLOT model; only its Transformer is reused
+        transformer = SentenceTransformer(name_or_path, device="cpu", trust_remote_code=True)[0]
         if not isinstance(transformer, Transformer):
             raise ValueError(f"the first module of {name_or_path!r} is {type(transformer).__name__}, not a Transformer")
     else:
@@ -56,9 +63,19 @@ def from_backbone(
         raise ValueError(f"in_dim={in_dim} does not match the backbone's token width {width} ({name_or_path!r})")
     glot = GLOT(in_dim=width, freeze_backbone=freeze, **glot_config)
     model = SentenceTransformer(modules=[transformer, glot], device=device)
-    if freeze:
+    if freeze and not hasattr(Module, "on_model_ready"):  # sentence-transformers 5 has no on_model_ready hook
         freeze_modules([transformer])
     return model
+
+
+def _is_sentence_transformer(name_or_path: str) -> bool:
+    """True for a local folder or a Hub repo (online or in the local cache) holding ``modules.json``."""
+    if os.path.isdir(name_or_path):
+        return os.path.isfile(os.path.join(name_or_path, "modules.json"))
+    try:
+        return load_file_path(name_or_path, "modules.json") is not None
+    except Exception:  # no network and not cached, a gated repo, ...: treat it as a plain model id
+        return False
 
 
 def load(model_name_or_path: str, **kwargs: Any) -> SentenceTransformer:

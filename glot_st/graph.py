@@ -31,7 +31,25 @@ GRAPH_KINDS = ("threshold", "topk", "mutual_knn")
 EDGE_WEIGHTS = ("binary", "cosine")
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
 
-__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph"]
+__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "valid_tokens"]
+
+
+def valid_tokens(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Flatten the valid tokens of a padded batch.
+
+    Args:
+        mask: (B, L) bool, True at real tokens.
+
+    Returns:
+        ``(node_position, node_batch, sentence_rowptr)``: (N,) int64 flat index ``b * L + i`` of every valid
+        token in row-major order, (N,) int64 its sentence, and (B+1,) int64 where each sentence's tokens start.
+    """
+    batch, length = mask.shape
+    node_position = mask.reshape(-1).nonzero().squeeze(1)
+    node_batch = torch.div(node_position, length, rounding_mode="floor")
+    counts = mask.sum(1)
+    sentence_rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    return node_position, node_batch, sentence_rowptr
 
 
 def build_token_graph(
@@ -81,13 +99,13 @@ def build_token_graph(
     unit = F.normalize(token_states.float(), dim=-1)
     knn = _knn_indices(unit, mask, k, block_elements) if graph == "mutual_knn" else None
     flat_mask = mask.reshape(-1)
-    node_position = flat_mask.nonzero().squeeze(1)
-    node_batch = torch.div(node_position, length, rounding_mode="floor")
+    node_position, node_batch, sentence_rowptr = valid_tokens(mask)
     common = dict(
         num_nodes=node_position.numel(),
         num_sentences=batch,
         node_batch=node_batch,
         node_position=node_position,
+        sentence_rowptr=sentence_rowptr,
         padded_shape=(batch, length),
         kernels=kernels,
     )

@@ -26,7 +26,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-__all__ = ["DenseGraph", "SparseGraph", "TokenGraph"]
+__all__ = ["DenseGraph", "SparseGraph"]
 
 
 @dataclass
@@ -38,6 +38,7 @@ class SparseGraph:
         num_sentences: ``B``.
         node_batch: (N,) int64 sentence of every node (non-decreasing).
         node_position: (N,) int64 flat index ``b * L + i`` of every node in the padded ``(B, L)`` grid.
+        sentence_rowptr: (B+1,) int64 where each sentence's nodes start.
         padded_shape: ``(B, L)``.
         src: (E,) int64 source node of every edge.
         dst: (E,) int64 destination node of every edge, sorted (ties by ascending ``src``).
@@ -50,6 +51,7 @@ class SparseGraph:
     num_sentences: int
     node_batch: Tensor
     node_position: Tensor
+    sentence_rowptr: Tensor
     padded_shape: tuple[int, int]
     src: Tensor
     dst: Tensor
@@ -91,18 +93,16 @@ class SparseGraph:
         """Sum of incoming edge values per node: (E,) -> (N,)."""
         return self.kernels.segment_sum(edge_values, self.dst, self.rowptr, self.num_nodes)
 
-    def propagate(self, x: Tensor, edge_values: Tensor | None = None) -> Tensor:
+    def propagate(self, x: Tensor, edge_values: Tensor) -> Tensor:
         """``out[i] = sum_j v_ij * x[j]`` over incoming edges.
 
         Args:
             x: (N, C) node features, or (N, H, C) per-head features.
-            edge_values: (E,) for (N, C) input, (E, H) for (N, H, C) input; ``None`` means all ones.
+            edge_values: (E,) for (N, C) input, (E, H) for (N, H, C) input.
 
         Returns:
             Same shape as ``x``.
         """
-        if edge_values is None:
-            edge_values = torch.ones_like(self.weight, dtype=x.dtype)
         if x.dim() == 2:
             return self.kernels.spmm(self.rowptr, self.src, edge_values, x)
         heads = [self.kernels.spmm(self.rowptr, self.src, edge_values[:, h], x[:, h]) for h in range(x.shape[1])]
@@ -141,6 +141,7 @@ class DenseGraph:
         num_sentences: ``B``.
         node_batch: (N,) int64 sentence of every node.
         node_position: (N,) int64 flat index of every node in the padded grid.
+        sentence_rowptr: (B+1,) int64 where each sentence's nodes start.
         padded_shape: ``(B, L)``.
         adjacency: (B, L, L) bool, ``adjacency[b, i, j]`` = edge ``j -> i``.
         weight: (B, L, L) float32 edge weights, zero off the graph.
@@ -151,6 +152,7 @@ class DenseGraph:
     num_sentences: int
     node_batch: Tensor
     node_position: Tensor
+    sentence_rowptr: Tensor
     padded_shape: tuple[int, int]
     adjacency: Tensor
     weight: Tensor
@@ -207,20 +209,14 @@ class DenseGraph:
         masked = edge_values * self.adjacency
         return self.from_padded(masked.sum(-1))
 
-    def propagate(self, x: Tensor, edge_values: Tensor | None = None) -> Tensor:
+    def propagate(self, x: Tensor, edge_values: Tensor) -> Tensor:
         """Dense counterpart of :meth:`SparseGraph.propagate`; ``x`` (N, C) or (N, H, C).
 
-        ``edge_values``: (B, L, L) for (N, C) input, (B, H, L, L) for (N, H, C) input, ``None`` = adjacency.
-        Edge tensors must be zero off the graph, as every one made from :attr:`weight` or :meth:`softmax` is.
+        ``edge_values``: (B, L, L) for (N, C) input, (B, H, L, L) for (N, H, C) input. Edge tensors must be zero
+        off the graph, as every one made from :attr:`weight` or :meth:`softmax` is.
         """
-        if edge_values is None:
-            edge_values = self.adjacency.to(x.dtype)
         padded = self.to_padded(x)
         if x.dim() == 2:
             return self.from_padded(torch.bmm(edge_values.to(x.dtype), padded))
         per_head = torch.matmul(edge_values.to(x.dtype), padded.transpose(1, 2))  # (B, H, L, C)
         return self.from_padded(per_head.transpose(1, 2))
-
-
-TokenGraph = SparseGraph | DenseGraph
-"""Either layout; both offer the same operations."""

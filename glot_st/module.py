@@ -263,20 +263,18 @@ class GLOT(Module):
                 layout=self._choose_layout(batch, length),
                 backend=self._kernels,
             )
-        nodes = token_states.reshape(batch * length, -1).index_select(0, graph.node_position).to(dtype)
+        nodes = token_states.reshape(batch * length, self.in_dim).index_select(0, graph.node_position).to(dtype)
         hidden, layer_outputs = nodes, []
         for layer in self.layers:
             hidden = F.dropout(F.relu(layer(hidden, graph)), p=self.dropout, training=self.training)
             layer_outputs.append(hidden)
         features = self.jumping_knowledge(nodes, layer_outputs)
 
-        counts = torch.bincount(graph.node_batch, minlength=batch)
-        sentence_rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        embeddings, _ = self.readout(features, graph.node_batch, sentence_rowptr, batch, self._kernels)
+        embeddings, _ = self.readout(features, graph.node_batch, graph.sentence_rowptr, batch, self._kernels)
         if not with_tokens:
             return embeddings, None
         padded = features.new_zeros((batch * length, features.shape[1]))
-        padded = padded.index_copy(0, graph.node_position, features).view(batch, length, -1)
+        padded = padded.index_copy(0, graph.node_position, features).view(batch, length, features.shape[1])
         return embeddings, padded
 
     def _choose_layout(self, batch: int, length: int) -> str:

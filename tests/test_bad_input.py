@@ -77,6 +77,18 @@ def test_batch_without_any_token(config):
     assert torch.equal(features["glot_token_embeddings"], torch.zeros(3, 5, dim))
 
 
+@pytest.mark.parametrize("config", EVERY_CONV, ids=[_ids(c) for c in EVERY_CONV])
+@pytest.mark.parametrize("batch,length", [(0, 5), (3, 0), (0, 0)])
+def test_zero_sized_batches(config, batch, length):
+    glot = randomized_glot(2, output_token_states=True, **config)
+    states, mask = torch.randn(batch, length, 8), torch.ones(batch, length, dtype=torch.long)
+    with torch.no_grad():
+        features = glot({"token_embeddings": states, "attention_mask": mask})
+    dim = glot.get_sentence_embedding_dimension()
+    assert torch.equal(features["sentence_embedding"], torch.zeros(batch, dim))
+    assert features["glot_token_embeddings"].shape == (batch, length, dim)
+
+
 def test_bool_and_integer_masks_agree():
     glot = randomized_glot(4)
     states, mask = random_batch(3, 6, 8, seed=5, lengths=[6, 2, 4])

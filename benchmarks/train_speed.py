@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         init_glot = {k: v.clone() for k, v in glot.state_dict().items()}
         torch.manual_seed(args.seed)
         head = RegressionHead(glot.get_sentence_embedding_dimension()).to(device)
+        targets = head.check_labels(split.labels)  # scores scaled to [0, 1], once
         init_head = {k: v.clone() for k, v in head.state_dict().items()}
         results["max_seq_length"] = model.max_seq_length
 
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             def cached_step(rows):
                 states, mask = cache.get_batch(np.concatenate([ids_a[rows], ids_b[rows]]))
                 z = glot.pool(states.to(device), mask.to(device))
-                loss = head.loss(z[: len(rows)], z[len(rows):], scores[rows])
+                loss = head.loss(z[: len(rows)], z[len(rows):], targets[rows])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                     features = batch_to_device(model.preprocess(texts), device)
                     out = backbone(features)
                 z = glot.pool(out["token_embeddings"], out["attention_mask"])
-                loss = head.loss(z[: len(rows)], z[len(rows):], scores[rows])
+                loss = head.loss(z[: len(rows)], z[len(rows):], targets[rows])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

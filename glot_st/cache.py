@@ -10,8 +10,9 @@ Layout of a cache folder::
     shard_00000_offsets.npy       (texts_in_shard + 1,) int64, text j owns rows offsets[j]:offsets[j+1]
     shard_00001.npy ...
 
-No padding is stored. A cache is keyed by (backbone identity, max_seq_length, sha256 of the texts); opening
-it for another backbone, max length or text set raises ``ValueError`` naming what differs. Shards are
+No padding is stored. A cache is keyed by (backbone identity, max_seq_length, the model's default prompt, sha256
+of the texts); opening it for another backbone, max length, prompt or text set raises ``ValueError`` naming what
+differs. Shards are
 written atomically (temporary file + rename) and the manifest lists finished shards, so an interrupted
 build resumes where it stopped.
 """
@@ -32,13 +33,16 @@ import torch
 from tqdm.auto import tqdm
 
 __all__ = [
+    "CACHE_DTYPES",
     "CACHE_FORMAT_VERSION",
     "LengthBucketBatchSampler",
     "TokenCache",
     "backbone_identity",
     "build_cache",
     "cache_key",
+    "default_prompt",
     "iter_cached_batches",
+    "key_fingerprint",
     "open_cache",
     "texts_digest",
     "validate_texts",
@@ -47,6 +51,7 @@ __all__ = [
 CACHE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _DTYPES = {"float16": np.float16, "float32": np.float32}
+CACHE_DTYPES: tuple[str, ...] = tuple(_DTYPES)  # storage dtypes build_cache accepts
 # Above this many parameter bytes the weight digest samples every parameter with a stride instead of
 # hashing all of its bytes.
 _FULL_HASH_LIMIT_BYTES = 256 * 2**20
@@ -90,8 +95,13 @@ def texts_digest(texts: Sequence[str]) -> str:
     Returns:
         Hex digest string (64 characters).
     """
+    return _texts_digest(validate_texts(texts))
+
+
+def _texts_digest(texts: Sequence[str]) -> str:
+    """:func:`texts_digest` of already validated texts."""
     digest = hashlib.sha256()
-    for text in validate_texts(texts):
+    for text in texts:
         data = text.encode("utf-8")
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
@@ -99,13 +109,13 @@ def texts_digest(texts: Sequence[str]) -> str:
 
 
 def _tensor_bytes(tensor: torch.Tensor, sample: bool) -> bytes:
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    flat = tensor.detach().reshape(-1)
     if sample and flat.numel() > _SAMPLE_ELEMENTS:
         stride = math.ceil(flat.numel() / _SAMPLE_ELEMENTS)
-        # every stride-th element plus the last one, so both ends are covered
-        picked = torch.cat([flat[::stride], flat[-1:]])
-        flat = picked.contiguous()
-    return flat.view(torch.uint8).numpy().tobytes()
+        # every stride-th element plus the last one, so both ends are covered; picked on the tensor's own
+        # device so only the sample crosses to the host
+        flat = torch.cat([flat[::stride], flat[-1:]])
+    return flat.contiguous().cpu().view(torch.uint8).numpy().tobytes()
 
 
 def _weights_digest(module: torch.nn.Module) -> str:
@@ -181,21 +191,61 @@ def backbone_identity(model: torch.nn.Module) -> dict[str, str]:
     }
 
 
-def cache_key(model: torch.nn.Module, texts: Sequence[str]) -> dict[str, Any]:
-    """The three-part key a cache is valid for.
+def default_prompt(model: torch.nn.Module) -> str | None:
+    """The prompt ``model.encode`` prepends when called without ``prompt`` / ``prompt_name``.
+
+    Args:
+        model: a ``SentenceTransformer`` (``default_prompt_name`` and ``prompts``).
+
+    Returns:
+        ``model.prompts[model.default_prompt_name]``, or ``None`` if no default prompt is set (or it is empty).
+
+    Raises:
+        ValueError: ``default_prompt_name`` is not a key of ``model.prompts``.
+    """
+    name = getattr(model, "default_prompt_name", None)
+    if name is None:
+        return None
+    prompts = getattr(model, "prompts", None) or {}
+    if name not in prompts:
+        raise ValueError(f"default_prompt_name {name!r} is not one of the model's prompts {sorted(prompts)}")
+    return prompts[name] or None
+
+
+def _preprocess(model: torch.nn.Module, texts: list[str], prompt: str | None) -> dict[str, Any]:
+    """Tokenize a batch exactly as ``model.encode`` does, with ``prompt`` prepended."""
+    preprocess = getattr(model, "preprocess", None)
+    if preprocess is not None:  # sentence-transformers >= 6
+        return preprocess(texts, prompt=prompt) if prompt else preprocess(texts)
+    # sentence-transformers < 6: tokenize() takes no prompt; encode() prepends it to every text
+    return model.tokenize([prompt + text for text in texts] if prompt else texts)
+
+
+def cache_key(
+    model: torch.nn.Module, texts: Sequence[str], *, backbone: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The key a cache is valid for: backbone, max_seq_length, default prompt and texts.
 
     Args:
         model: ``SentenceTransformer`` with a ``Transformer`` first module.
         texts: the N texts to cache (validated).
+        backbone: ``backbone_identity(model)`` if the caller already computed it (hashing the weights is the
+            expensive part); ``None`` computes it.
 
     Returns:
-        ``{"backbone": dict, "max_seq_length": int | None, "texts_sha256": str, "num_texts": int}``.
+        ``{"backbone": dict, "max_seq_length": int | None, "prompt": str | None, "texts_sha256": str,
+        "num_texts": int}``.
     """
-    texts = validate_texts(texts)
+    return _make_key(model, validate_texts(texts), backbone)
+
+
+def _make_key(model: torch.nn.Module, texts: Sequence[str], backbone: dict[str, str] | None) -> dict[str, Any]:
+    """:func:`cache_key` of already validated texts."""
     return {
-        "backbone": backbone_identity(model),
+        "backbone": backbone_identity(model) if backbone is None else backbone,
         "max_seq_length": _first_transformer(model).max_seq_length,
-        "texts_sha256": texts_digest(texts),
+        "prompt": default_prompt(model),
+        "texts_sha256": _texts_digest(texts),
         "num_texts": len(texts),
     }
 
@@ -216,6 +266,9 @@ def _key_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str
         diffs.append("backbone differs (" + "; ".join(parts) + ")")
     if stored.get("max_seq_length") != wanted["max_seq_length"]:
         diffs.append(f"max_seq_length differs (cache {stored.get('max_seq_length')}, model {wanted['max_seq_length']})")
+    # caches written before prompts were keyed have no "prompt": they were built without one
+    if stored.get("prompt") != wanted.get("prompt"):
+        diffs.append(f"default prompt differs (cache {stored.get('prompt')!r}, model {wanted.get('prompt')!r})")
     if stored.get("texts_sha256") != wanted["texts_sha256"]:
         diffs.append(
             f"texts differ (cache {stored.get('num_texts')} texts sha256 {str(stored.get('texts_sha256'))[:16]}, "
@@ -269,17 +322,19 @@ def _encode_shard(
     np_dtype: type,
     device: torch.device,
     progress: tqdm | None,
+    prompt: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the backbone over one shard's texts.
 
     Args:
-        model: the SentenceTransformer (its ``preprocess`` and first module are used).
+        model: the SentenceTransformer (its ``preprocess`` (or ``tokenize``) and first module are used).
         texts: n texts of this shard.
         first_row: global row of ``texts[0]`` (for error messages).
         batch_size: texts per forward pass.
         np_dtype: ``np.float16`` or ``np.float32`` storage dtype.
-        device: where the backbone runs.
+        device: where the backbone runs (the first module must already be there).
         progress: bar advanced by the number of texts done, or ``None``.
+        prompt: prepended to every text as ``model.encode`` does (see :func:`default_prompt`), or ``None``.
 
     Returns:
         ``(states, offsets)``: ``states`` (T, d) ``np_dtype`` with the real tokens of the n texts back to
@@ -293,26 +348,29 @@ def _encode_shard(
     pieces: list[np.ndarray | None] = [None] * len(texts)
     for start in range(0, len(texts), batch_size):
         batch_ids = order[start : start + batch_size]
-        features = model.preprocess([texts[i] for i in batch_ids])
+        features = _preprocess(model, [texts[i] for i in batch_ids], prompt)
         features = batch_to_device(features, device)
         out = transformer(features)
-        states = out["token_embeddings"]
-        mask = out["attention_mask"].bool()
-        for j, local in enumerate(batch_ids):
-            rows = states[j][mask[j]].float().cpu().numpy()
-            if rows.shape[0] == 0:
-                raise ValueError(f"text row {first_row + int(local)} produced no tokens")
-            if not np.isfinite(rows).all():
-                raise FloatingPointError(
-                    f"backbone produced non-finite token states for text row {first_row + int(local)}"
-                )
-            stored = rows.astype(np_dtype)
-            if not np.isfinite(stored).all():
-                raise FloatingPointError(
-                    f"token states of text row {first_row + int(local)} overflow {np.dtype(np_dtype).name}; "
-                    "use dtype='float32'"
-                )
-            pieces[local] = stored
+        # one device -> host copy per batch; the per-text work below is numpy slicing
+        states = out["token_embeddings"].float().cpu().numpy()  # (b, L, d)
+        mask = out["attention_mask"].bool().cpu().numpy()  # (b, L)
+        lengths = mask.sum(axis=1)
+        if (lengths == 0).any():
+            raise ValueError(f"text row {first_row + int(batch_ids[int(np.argmin(lengths))])} produced no tokens")
+        real = states[mask]  # (tokens, d), text by text in batch order
+        stored = real.astype(np_dtype)
+        for bad, problem in (
+            (~np.isfinite(real).all(axis=1), "backbone produced non-finite token states for text row {row}"),
+            (
+                ~np.isfinite(stored).all(axis=1),
+                "token states of text row {row} overflow " + np.dtype(np_dtype).name + "; use dtype='float32'",
+            ),
+        ):
+            if bad.any():
+                j = int(np.searchsorted(np.cumsum(lengths), int(np.argmax(bad)), side="right"))
+                raise FloatingPointError(problem.format(row=first_row + int(batch_ids[j])))
+        for local, piece in zip(batch_ids, np.split(stored, np.cumsum(lengths)[:-1])):
+            pieces[local] = piece
         if progress is not None:
             progress.update(len(batch_ids))
     lengths = np.array([p.shape[0] for p in pieces], dtype=np.int64)
@@ -340,13 +398,15 @@ def build_cache(
 
     Args:
         model: ``SentenceTransformer`` whose first module is the frozen ``Transformer``; texts go through
-            ``model.preprocess`` and ``model[0]`` exactly as in ``model.encode``.
+            ``model.preprocess`` (or ``model.tokenize`` on older sentence-transformers) with the model's
+            default prompt (:func:`default_prompt`) and ``model[0]`` exactly as in ``model.encode``.
         texts: N non-empty strings; row i of the cache is ``texts[i]``.
         directory: cache folder (created if missing).
         dtype: ``"float16"`` or ``"float32"`` storage dtype.
         shard_size: texts per shard file.
         batch_size: texts per backbone forward pass.
-        device: where the backbone runs; ``None`` = ``model.device``.
+        device: where the backbone runs; ``None`` = ``model.device``. The Transformer is moved there for the
+            build and moved back to its own device afterwards (also on errors).
         overwrite: delete a cache with another key (or layout) in ``directory`` instead of raising.
         show_progress_bar: show a tqdm bar over texts.
         key: ``cache_key(model, texts)`` if the caller already computed it (saves hashing the weights
@@ -357,18 +417,48 @@ def build_cache(
 
     Raises:
         ValueError: empty/None text (naming its row); ``directory`` holds a cache for another backbone,
-            max_seq_length or text set (naming which), or with another dtype/shard_size, and
+            max_seq_length, prompt or text set (naming which), or with another dtype/shard_size, and
             ``overwrite`` is False; bad ``dtype``/``shard_size``/``batch_size``.
     """
+    texts = validate_texts(texts)
+    return _build_cache(
+        model, texts, directory, dtype=dtype, shard_size=shard_size, batch_size=batch_size, device=device,
+        overwrite=overwrite, show_progress_bar=show_progress_bar, key=key,
+    )
+
+
+def _module_device(module: torch.nn.Module) -> torch.device | None:
+    """Device of the module's first parameter (or buffer); ``None`` for a module without tensors."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return None
+
+
+def _build_cache(
+    model: torch.nn.Module,
+    texts: list[str],
+    directory: str | os.PathLike,
+    *,
+    dtype: str = "float16",
+    shard_size: int = 4096,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+    show_progress_bar: bool = True,
+    key: dict[str, Any] | None = None,
+    backbone: dict[str, str] | None = None,
+) -> TokenCache:
+    """:func:`build_cache` of already validated texts (``backbone``: a precomputed backbone identity)."""
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if shard_size < 1 or batch_size < 1:
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}")
-    texts = validate_texts(texts)
     if not texts:
         raise ValueError("cannot build a cache of zero texts")
     directory = Path(directory)
-    key = cache_key(model, texts) if key is None else key
+    key = _make_key(model, texts, backbone) if key is None else key
     manifest = _read_manifest(directory)
     if manifest is not None:
         problems = _key_differences(manifest.get("key", {}), key)
@@ -406,20 +496,24 @@ def build_cache(
     todo = [s for s in range(num_shards) if str(s) not in manifest["shards"]]
     if todo:
         transformer = _first_transformer(model)
+        prompt = default_prompt(model)
+        home = _module_device(transformer)
         run_device = torch.device(device) if device is not None else model.device
         was_training = transformer.training
-        transformer.eval()
         done_texts = sum(manifest["shards"][k]["num_texts"] for k in manifest["shards"])
         progress = tqdm(
             total=len(texts), initial=done_texts, desc="caching token states", unit="text",
             disable=not show_progress_bar,
         )
         try:
+            transformer.eval()
+            if device is not None:
+                transformer.to(run_device)
             for shard in todo:
                 lo, hi = shard * shard_size, min(len(texts), (shard + 1) * shard_size)
                 states, offsets = _encode_shard(
                     model, texts[lo:hi], first_row=lo, batch_size=batch_size,
-                    np_dtype=_DTYPES[dtype], device=run_device, progress=progress,
+                    np_dtype=_DTYPES[dtype], device=run_device, progress=progress, prompt=prompt,
                 )
                 states_path, offsets_path = _shard_paths(directory, shard)
                 _atomic_save_npy(states_path, states)
@@ -435,6 +529,8 @@ def build_cache(
                 _atomic_write_json(directory / MANIFEST_NAME, manifest)
         finally:
             progress.close()
+            if device is not None and home is not None:
+                transformer.to(home)
             transformer.train(was_training)
     return TokenCache(directory)
 
@@ -537,23 +633,29 @@ class TokenCache:
 
         Raises:
             IndexError: a row outside ``[0, N)`` (names it).
+            TypeError: non-integer indices.
         """
         if isinstance(indices, torch.Tensor):
-            indices = indices.tolist()
-        rows = [int(i) for i in np.asarray(indices).reshape(-1)]
+            indices = indices.detach().cpu().numpy()
+        rows = np.asarray(indices).reshape(-1)
+        if rows.size and rows.dtype.kind not in "iu":
+            raise TypeError(f"cache rows must be integers, got dtype {rows.dtype}")
+        rows = rows.astype(np.int64, copy=False)
         n = len(self)
-        for i in rows:
-            if not 0 <= i < n:
-                raise IndexError(f"cache row {i} out of range [0, {n})")
-        lengths = self.lengths[rows] if rows else np.zeros(0, dtype=np.int64)
-        max_len = int(lengths.max()) if rows else 0
-        states = np.zeros((len(rows), max_len, self.hidden_dim), dtype=np.float32)
-        for b, i in enumerate(rows):
-            shard, local = divmod(i, self.shard_size)
-            start, end = self._offsets[shard][local], self._offsets[shard][local + 1]
+        if rows.size and (rows.min() < 0 or rows.max() >= n):
+            bad = int(rows[(rows < 0) | (rows >= n)][0])
+            raise IndexError(f"cache row {bad} out of range [0, {n})")
+        lengths = self.lengths[rows]
+        max_len = int(lengths.max()) if rows.size else 0
+        # gathered in the storage dtype (plain copies), converted to float32 once for the whole batch
+        states = np.zeros((rows.size, max_len, self.hidden_dim), dtype=_DTYPES[self.dtype])
+        shards, locals_ = np.divmod(rows, self.shard_size)
+        for b, (shard, local) in enumerate(zip(shards.tolist(), locals_.tolist())):
+            offsets = self._offsets[shard]
+            start, end = offsets[local], offsets[local + 1]
             states[b, : end - start] = self._shard(shard)[start:end]
-        mask = (np.arange(max_len)[None, :] < lengths[:, None]).astype(np.int64)
-        return torch.from_numpy(states), torch.from_numpy(mask)
+        mask = np.arange(max_len)[None, :] < lengths[:, None]
+        return torch.from_numpy(states).float(), torch.from_numpy(mask).long()
 
     def close(self) -> None:
         """Drop the open memmaps (they reopen lazily on the next read)."""

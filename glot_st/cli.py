@@ -10,8 +10,8 @@ Add a subcommand with the :func:`subcommand` decorator; its arguments are declar
         ...
         return 0
 
-``main(argv)`` parses, dispatches and turns ``ValueError`` / ``FileNotFoundError`` /
-``ModuleNotFoundError`` into ``glot-st <cmd>: error: ...`` on stderr with exit status 2.
+``main(argv)`` parses, dispatches and turns ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` /
+``ImportError`` / ``FloatingPointError`` into ``glot-st <cmd>: error: ...`` on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from glot_st.cache import CACHE_DTYPES
+from glot_st.data import TASKS
+from glot_st.heads import HEAD_KINDS
 
 __all__ = ["Argument", "SUBCOMMANDS", "arg", "build_parser", "main", "subcommand"]
 
@@ -85,14 +89,14 @@ MODEL_ARGUMENTS = (
 )
 
 DATA_ARGUMENTS = (
-    arg("--task", required=True, choices=("stsb", "sst2", "cola", "mrpc", "rte"), help="bundled task"),
+    arg("--task", required=True, choices=tuple(TASKS), help="bundled task"),
     arg("--data-dir", default=None,
         help="a copy of the data laid out like glot_st/datasets (default: the bundled one)"),
     arg("--limit", type=int, default=None, help="use only the first N training rows"),
 )
 
 CACHE_ARGUMENTS = (
-    arg("--cache-dtype", choices=("float16", "float32"), default="float16",
+    arg("--cache-dtype", choices=CACHE_DTYPES, default="float16",
         help="storage dtype of cached token states"),
     arg("--cache-batch-size", type=int, default=64, help="texts per backbone forward while caching"),
     arg("--quiet", action="store_true", help="no progress bars"),
@@ -110,7 +114,17 @@ GLOT_ARGUMENTS = (
     arg("--dropout", type=float, default=None, help="GLOT dropout (default: GLOT's)"),
 )
 
-_GLOT_KEYS = ("conv", "tau", "num_layers", "hidden_dim", "heads", "jk", "graph", "k", "dropout")
+
+
+def _dest(argument: Argument) -> str:
+    """The attribute argparse stores an optional argument under (``--num-layers`` -> ``num_layers``)."""
+    if "dest" in argument.options:
+        return argument.options["dest"]
+    flag = next((f for f in argument.flags if f.startswith("--")), argument.flags[0])
+    return flag.lstrip("-").replace("-", "_")
+
+
+_GLOT_KEYS = tuple(_dest(argument) for argument in GLOT_ARGUMENTS)
 
 
 def glot_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,9 +189,10 @@ def cache_command(args: argparse.Namespace) -> int:
         arg("--lr", type=float, default=2e-4, help="AdamW learning rate (default: 2e-4)"),
         arg("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)"),
         arg("--seed", type=int, default=42, help="seed of initialisation, dropout and batch order (default: 42)"),
-        arg("--head", choices=("single", "pair", "regression", "contrastive"), default=None,
+        arg("--head", choices=tuple(HEAD_KINDS), default=None,
             help="task head (default: the task's kind)"),
-        arg("--temperature", type=float, default=None, help="temperature of the contrastive head"),
+        arg("--temperature", type=float, default=None,
+            help="temperature of the contrastive head (only with --head contrastive)"),
         arg("--output-dir", default=None,
             help="save the trained model here (reload with glot_st.load) and the head in <dir>/glot_head"),
         arg("--cache-dir", default=None, help="root folder of the token-state caches (default: a temporary one)"),
@@ -190,6 +205,12 @@ def train_command(args: argparse.Namespace) -> int:
     from glot_st.data import load_split
     from glot_st.training import train_cached
 
+    head_kind = args.head or TASKS[args.task].kind
+    if args.temperature is not None and head_kind != "contrastive":
+        raise ValueError(
+            f"--temperature applies only to the contrastive head; the head is {head_kind!r} "
+            "(add --head contrastive or drop --temperature)"
+        )
     train_split = load_split(args.task, "train", data_dir=args.data_dir, limit=args.limit)
     eval_split = load_split(args.task, args.eval_split, data_dir=args.data_dir, limit=args.eval_limit)
     model = build_model(args)
@@ -293,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, FloatingPointError) as error:
         print(f"glot-st {args.command}: error: {error}", file=sys.stderr)
         return 2
 

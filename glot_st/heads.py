@@ -1,40 +1,47 @@
 """Task heads trained on pooled sentence embeddings ``z`` (B, D) during cached training.
 
-Four heads, each a ``torch.nn.Module`` with ``loss(z_a, z_b, labels)``, ``predict(z_a, z_b)``, a JSON
-``config`` and ``save(dir)`` / ``load_head(dir)`` (``glot_head.json`` + ``glot_head.safetensors``):
+Four heads, each a ``torch.nn.Module`` with ``check_labels(labels) -> targets`` (validate and convert a
+split's labels once), ``loss(z_a, z_b, targets)``, ``predict(z_a, z_b)``, a JSON ``config`` and
+``save(dir)``; :func:`load_head` rebuilds any of them (``glot_head.json`` + ``glot_head.safetensors``):
 
 - ``"single"``       ClassificationHead: linear on z.
 - ``"pair"``         PairClassificationHead: linear on [z1; z2] (as in the GLOT paper).
 - ``"regression"``   RegressionHead: project z, cosine of the projected pair, MSE against the score scaled
                      to [0, 1].
-- ``"contrastive"``  ContrastiveHead: InfoNCE over in-batch negatives with a temperature.
+- ``"contrastive"``  ContrastiveHead: InfoNCE over in-batch negatives with a temperature (no labels).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 __all__ = [
     "HEAD_KINDS",
+    "HEAD_SUBFOLDER",
     "ClassificationHead",
     "ContrastiveHead",
     "PairClassificationHead",
     "RegressionHead",
     "TaskHead",
-    "load_head_dir",
+    "load_head",
     "make_head",
 ]
 
 CONFIG_NAME = "glot_head.json"
 WEIGHTS_NAME = "glot_head.safetensors"
+# sub-folder of a saved model that holds its head (see glot_st.training.train_cached(output_dir=...))
+HEAD_SUBFOLDER = "glot_head"
 
 
 def _row_name(position: int, rows: list[int] | None) -> str:
@@ -50,6 +57,17 @@ def _as_rows(row_ids: Any, n: int) -> list[int] | None:
     return rows
 
 
+def _label_values(labels: Any) -> list[Any]:
+    """Labels as a Python list (tensors and arrays through ``tolist``, so their scalars become Python's)."""
+    if isinstance(labels, (torch.Tensor, np.ndarray)):
+        return labels.reshape(-1).tolist()
+    return list(labels)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
 def _check_pair(z_a: torch.Tensor, z_b: torch.Tensor | None, dim: int, need_b: bool) -> None:
     if z_a.ndim != 2 or z_a.shape[1] != dim:
         raise ValueError(f"z_a must have shape (B, {dim}), got {tuple(z_a.shape)}")
@@ -60,11 +78,22 @@ def _check_pair(z_a: torch.Tensor, z_b: torch.Tensor | None, dim: int, need_b: b
             raise ValueError(f"z_b must have the shape of z_a {tuple(z_a.shape)}, got {tuple(z_b.shape)}")
 
 
+def _check_targets(targets: Any, z_a: torch.Tensor) -> torch.Tensor:
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(
+            f"targets must be the tensor returned by check_labels(labels), got {type(targets).__name__}"
+        )
+    if targets.shape != (z_a.shape[0],):
+        raise ValueError(f"targets must have shape ({z_a.shape[0]},) like z_a's batch, got {tuple(targets.shape)}")
+    return targets
+
+
 class TaskHead(torch.nn.Module):
     """Base class: a head over pooled embeddings.
 
-    Subclasses set ``kind``, ``needs_pair`` and ``prediction`` (``"class"`` or ``"score"``) and implement
-    ``forward``/``loss``/``predict`` and ``check_labels``.
+    Subclasses set ``kind``, ``needs_pair`` (takes ``z_b``), ``needs_labels`` (trains on labels) and
+    ``prediction`` (``"class"`` or ``"score"``), and implement ``forward``, ``check_labels``, ``loss`` and
+    ``predict``. Training calls ``check_labels`` once per split and hands batches of its output to ``loss``.
 
     Args:
         dim: D, the pooled embedding size.
@@ -72,6 +101,7 @@ class TaskHead(torch.nn.Module):
 
     kind: str = ""
     needs_pair: bool = False
+    needs_labels: bool = True
     prediction: str = "class"
 
     def __init__(self, dim: int):
@@ -86,28 +116,28 @@ class TaskHead(torch.nn.Module):
         return {"kind": self.kind, "dim": self.dim}
 
     def check_labels(self, labels: Any, row_ids: Any = None) -> torch.Tensor:
-        """Validate labels and convert them to the tensor the loss uses.
+        """Validate labels and convert them to the targets :meth:`loss` takes (call once per split).
 
         Args:
-            labels: B labels (list, ndarray or tensor).
-            row_ids: B dataset row numbers used in error messages (default: position in ``labels``).
+            labels: N labels (list, ndarray or tensor).
+            row_ids: N dataset row numbers used in error messages (default: position in ``labels``).
 
         Returns:
-            Tensor (B,): long class ids or float targets.
+            Tensor (N,): long class ids, or float32 targets.
 
         Raises:
-            ValueError: a label out of range, ``None`` or non-finite, naming its row.
+            ValueError: a label out of range, ``None``, non-finite or of the wrong kind, naming its row.
         """
         raise NotImplementedError
 
-    def loss(self, z_a: torch.Tensor, z_b: torch.Tensor | None, labels: Any, row_ids: Any = None) -> torch.Tensor:
+    def loss(self, z_a: torch.Tensor, z_b: torch.Tensor | None, targets: torch.Tensor | None) -> torch.Tensor:
         """Scalar training loss.
 
         Args:
             z_a: float (B, D) embeddings of the first sentences.
             z_b: float (B, D) embeddings of the second sentences, or ``None`` for single-sentence heads.
-            labels: B labels (see :meth:`check_labels`); ignored by the contrastive head.
-            row_ids: B dataset rows for error messages.
+            targets: (B,) rows of :meth:`check_labels`' output (long class ids or float targets, any device);
+                ``None`` for heads with ``needs_labels = False``.
 
         Returns:
             0-dim float tensor.
@@ -116,11 +146,14 @@ class TaskHead(torch.nn.Module):
 
     @torch.no_grad()
     def predict(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
-        """Predictions for the metric: long (B,) class ids, or float (B,) scores (cosine).
+        """Predictions for the metric.
 
         Args:
             z_a: float (B, D).
-            z_b: float (B, D) or ``None``.
+            z_b: float (B, D), or ``None`` for single-sentence heads.
+
+        Returns:
+            long (B,) class ids (``prediction == "class"``) or float (B,) scores (``"score"``).
         """
         raise NotImplementedError
 
@@ -136,28 +169,22 @@ class TaskHead(torch.nn.Module):
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(tensors, str(directory / WEIGHTS_NAME))
 
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> TaskHead:
-        """Rebuild a head saved with :meth:`save` (any kind; see :func:`load_head_dir`)."""
-        head = load_head_dir(directory)
-        if not isinstance(head, cls):
-            raise TypeError(f"{str(directory)!r} holds a {type(head).__name__}, not a {cls.__name__}")
-        return head
-
 
 def _class_labels(labels: Any, num_labels: int, row_ids: Any) -> torch.Tensor:
-    values = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+    values = _label_values(labels)
     rows = _as_rows(row_ids, len(values))
     out = []
     for pos, value in enumerate(values):
-        if value is None or isinstance(value, bool) or (isinstance(value, float) and not float(value).is_integer()):
+        if (
+            value is None
+            or _is_bool(value)
+            or not isinstance(value, numbers.Real)
+            or not float(value).is_integer()
+        ):
             raise ValueError(
                 f"label at {_row_name(pos, rows)} is {value!r}; expected an integer class in [0, {num_labels})"
             )
-        try:
-            as_int = int(value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"label at {_row_name(pos, rows)} is {value!r}; expected an integer class") from exc
+        as_int = int(value)
         if not 0 <= as_int < num_labels:
             raise ValueError(f"label at {_row_name(pos, rows)} is {as_int}, outside [0, {num_labels})")
         out.append(as_int)
@@ -165,46 +192,50 @@ def _class_labels(labels: Any, num_labels: int, row_ids: Any) -> torch.Tensor:
 
 
 class ClassificationHead(TaskHead):
-    """Single-sentence classification: ``logits = W z + b``.
+    """Classification: ``logits = W x + b`` with ``x = z`` (single) or ``[z1; z2]`` (pair, ``num_inputs = 2``).
 
     Args:
-        dim: D.
+        dim: D (the linear layer takes ``num_inputs * D`` inputs).
         num_labels: number of classes C (>= 2).
     """
 
     kind = "single"
     needs_pair = False
     prediction = "class"
+    num_inputs = 1
 
     def __init__(self, dim: int, num_labels: int):
         super().__init__(dim)
         if num_labels < 2:
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
         self.num_labels = int(num_labels)
-        self.linear = torch.nn.Linear(self.dim, self.num_labels)
+        self.linear = torch.nn.Linear(self.num_inputs * self.dim, self.num_labels)
 
     @property
     def config(self) -> dict[str, Any]:
         return {**super().config, "num_labels": self.num_labels}
 
     def features(self, z_a: torch.Tensor, z_b: torch.Tensor | None) -> torch.Tensor:
-        """(B, D) input of the linear layer."""
-        _check_pair(z_a, z_b, self.dim, need_b=False)
-        return z_a
+        """Float (B, num_inputs * D) input of the linear layer: z_a, or [z_a; z_b] for the pair head."""
+        _check_pair(z_a, z_b, self.dim, need_b=self.needs_pair)
+        return z_a if self.num_inputs == 1 else torch.cat([z_a, z_b], dim=-1)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
         """Logits float (B, C) from z_a (B, D) (and z_b (B, D) for the pair head)."""
         return self.linear(self.features(z_a, z_b))
 
     def check_labels(self, labels: Any, row_ids: Any = None) -> torch.Tensor:
+        """Class ids: long (N,) in ``[0, C)``; rejects ``None``, bools and non-integral numbers (naming the row)."""
         return _class_labels(labels, self.num_labels, row_ids)
 
-    def loss(self, z_a, z_b, labels, row_ids=None):
-        target = self.check_labels(labels, row_ids).to(z_a.device)
-        return F.cross_entropy(self(z_a, z_b), target)
+    def loss(self, z_a: torch.Tensor, z_b: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the logits (B, C) against long class ids ``targets`` (B,)."""
+        targets = _check_targets(targets, z_a)
+        return F.cross_entropy(self(z_a, z_b), targets.to(device=z_a.device, dtype=torch.long))
 
     @torch.no_grad()
-    def predict(self, z_a, z_b=None):
+    def predict(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Long (B,) argmax class of the logits."""
         return self(z_a, z_b).argmax(dim=-1)
 
 
@@ -218,23 +249,13 @@ class PairClassificationHead(ClassificationHead):
 
     kind = "pair"
     needs_pair = True
-
-    def __init__(self, dim: int, num_labels: int):
-        TaskHead.__init__(self, dim)
-        if num_labels < 2:
-            raise ValueError(f"num_labels must be >= 2, got {num_labels}")
-        self.num_labels = int(num_labels)
-        self.linear = torch.nn.Linear(2 * self.dim, self.num_labels)
-
-    def features(self, z_a, z_b):
-        _check_pair(z_a, z_b, self.dim, need_b=True)
-        return torch.cat([z_a, z_b], dim=-1)
+    num_inputs = 2
 
 
 class RegressionHead(TaskHead):
     """STS regression: project both embeddings, predict their cosine, MSE against the scaled score.
 
-    ``target = (score - min_score) / (max_score - min_score)`` in [0, 1].
+    ``target = (score - min_score) / (max_score - min_score)`` in [0, 1] (computed by :meth:`check_labels`).
 
     Args:
         dim: D.
@@ -266,14 +287,14 @@ class RegressionHead(TaskHead):
         return F.cosine_similarity(self.proj(z_a), self.proj(z_b), dim=-1)
 
     def check_labels(self, labels: Any, row_ids: Any = None) -> torch.Tensor:
-        values = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+        """Scores scaled to [0, 1]: float32 (N,); rejects non-numbers, bools, non-finite or out-of-range scores."""
+        values = _label_values(labels)
         rows = _as_rows(row_ids, len(values))
         out = []
         for pos, value in enumerate(values):
-            try:
-                score = float(value)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"score at {_row_name(pos, rows)} is {value!r}; expected a number") from exc
+            if value is None or _is_bool(value) or not isinstance(value, numbers.Real):
+                raise ValueError(f"score at {_row_name(pos, rows)} is {value!r}; expected a number")
+            score = float(value)
             if not math.isfinite(score) or not self.min_score <= score <= self.max_score:
                 raise ValueError(
                     f"score at {_row_name(pos, rows)} is {value!r}, outside [{self.min_score}, {self.max_score}]"
@@ -281,12 +302,14 @@ class RegressionHead(TaskHead):
             out.append((score - self.min_score) / (self.max_score - self.min_score))
         return torch.tensor(out, dtype=torch.float32)
 
-    def loss(self, z_a, z_b, labels, row_ids=None):
-        target = self.check_labels(labels, row_ids).to(device=z_a.device, dtype=z_a.dtype)
-        return F.mse_loss(self(z_a, z_b), target)
+    def loss(self, z_a: torch.Tensor, z_b: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """MSE of the cosine (B,) against the scaled scores ``targets`` (B,) from :meth:`check_labels`."""
+        targets = _check_targets(targets, z_a)
+        return F.mse_loss(self(z_a, z_b), targets.to(device=z_a.device, dtype=z_a.dtype))
 
     @torch.no_grad()
-    def predict(self, z_a, z_b=None):
+    def predict(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Float (B,) cosine of the projected pair."""
         return self(z_a, z_b)
 
 
@@ -294,6 +317,7 @@ class ContrastiveHead(TaskHead):
     """InfoNCE with in-batch negatives: pair i's positive is z_b[i], every other z_b[j] is a negative.
 
     ``loss = CE(cos(p(z_a), p(z_b)^T) / temperature, arange(B))`` where ``p`` is an optional projection.
+    Takes no labels (``needs_labels = False``): the positives are the pairs.
 
     Args:
         dim: D.
@@ -303,6 +327,7 @@ class ContrastiveHead(TaskHead):
 
     kind = "contrastive"
     needs_pair = True
+    needs_labels = False
     prediction = "score"
 
     def __init__(self, dim: int, temperature: float = 0.05, proj_dim: int | None = None):
@@ -325,15 +350,17 @@ class ContrastiveHead(TaskHead):
         return a @ b.T / self.temperature
 
     def check_labels(self, labels: Any, row_ids: Any = None) -> torch.Tensor:
-        """Labels are not used (the positives are the pairs); returns an empty tensor."""
-        return torch.empty(0)
+        """Not applicable: the contrastive head takes no labels (``needs_labels`` is False)."""
+        raise TypeError("the contrastive head takes no labels (needs_labels is False); do not call check_labels")
 
-    def loss(self, z_a, z_b, labels=None, row_ids=None):
+    def loss(self, z_a: torch.Tensor, z_b: torch.Tensor | None, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """InfoNCE over the (B, B) similarity logits; ``targets`` is ignored (pass ``None``)."""
         logits = self(z_a, z_b)
         return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 
     @torch.no_grad()
-    def predict(self, z_a, z_b=None):
+    def predict(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Float (B,) cosine of the (projected) pair."""
         _check_pair(z_a, z_b, self.dim, need_b=True)
         return F.cosine_similarity(self.proj(z_a), self.proj(z_b), dim=-1)
 
@@ -362,24 +389,57 @@ def make_head(kind: str, dim: int, **config: Any) -> TaskHead:
     return HEAD_KINDS[kind](dim, **config)
 
 
-def load_head_dir(directory: str | os.PathLike) -> TaskHead:
-    """Load a head saved by :meth:`TaskHead.save`.
+def _head_folder(path: Path) -> Path:
+    if (path / CONFIG_NAME).is_file():
+        return path
+    if (path / HEAD_SUBFOLDER / CONFIG_NAME).is_file():
+        return path / HEAD_SUBFOLDER
+    raise FileNotFoundError(
+        f"no saved head in {str(path)!r}: neither {str(path / CONFIG_NAME)!r} nor "
+        f"{str(path / HEAD_SUBFOLDER / CONFIG_NAME)!r} exists"
+    )
+
+
+def load_head(path: str | os.PathLike) -> TaskHead:
+    """Load a head saved by :meth:`TaskHead.save` (or by ``train_cached(output_dir=...)``).
 
     Args:
-        directory: folder with ``glot_head.json`` and ``glot_head.safetensors``.
+        path: the head folder (``glot_head.json`` + ``glot_head.safetensors``), or a model folder holding it
+            in ``glot_head/`` (the ``output_dir`` of :func:`glot_st.training.train_cached`).
+
+    Returns:
+        The rebuilt :class:`TaskHead`.
 
     Raises:
-        FileNotFoundError: a file is missing (names it).
-        ValueError: unknown kind in the config.
+        FileNotFoundError: no head config in ``path`` or ``path/glot_head``, or the weights file is missing
+            (names the file).
+        ValueError: unreadable or invalid config (bad JSON, missing ``dim``, unknown ``kind``, bad arguments)
+            or weights that do not fit it, naming the file.
     """
-    directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"head file {str(path)!r} is missing")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    folder = _head_folder(Path(path))
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"head file {str(weights_path)!r} is missing")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"head config {str(config_path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ValueError(f"head config {str(config_path)!r} must hold a JSON object, got {type(config).__name__}")
+    config = dict(config)
     kind = config.pop("kind", None)
+    if "dim" not in config:
+        raise ValueError(f"head config {str(config_path)!r} has no 'dim'")
     dim = config.pop("dim")
-    head = make_head(kind, dim, **config)
-    head.load_state_dict(load_file(str(weights_path)))
+    try:
+        head = make_head(kind, dim, **config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"head config {str(config_path)!r} is invalid: {exc}") from exc
+    try:
+        state = load_file(str(weights_path))
+        head.load_state_dict(state)
+    except (SafetensorError, OSError, RuntimeError) as exc:  # unreadable file; missing/unexpected keys, shapes
+        raise ValueError(
+            f"head weights {str(weights_path)!r} do not fit the {kind!r} head of its config: {exc}"
+        ) from exc
     return head

@@ -21,9 +21,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from glot_st.cache import LengthBucketBatchSampler, TokenCache, build_cache, cache_key, key_fingerprint, validate_texts
-from glot_st.heads import HEAD_KINDS, TaskHead, load_head_dir, make_head
+from glot_st.cache import (
+    LengthBucketBatchSampler,
+    TokenCache,
+    _build_cache,
+    _make_key,
+    _module_device,
+    backbone_identity,
+    key_fingerprint,
+    validate_texts,
+)
+from glot_st.freeze import freeze_modules
+from glot_st.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, load_head, make_head
 from glot_st.metrics import compute_metric
+from glot_st.module import _modules_before
 
 __all__ = [
     "HEAD_SUBFOLDER",
@@ -37,7 +48,6 @@ __all__ = [
     "train_cached",
 ]
 
-HEAD_SUBFOLDER = "glot_head"
 RESULT_FILE = "glot_training.json"
 
 
@@ -113,7 +123,7 @@ def _task_spec(split: Any, task: Any) -> Any:
 
 
 def _validate_split(split: Any, head: TaskHead, role: str) -> tuple[list[str], list[str] | None, torch.Tensor | None]:
-    """Check a split fits the head; return its texts and checked labels."""
+    """Check a split fits the head; return its validated texts and the head's targets (``check_labels``, once)."""
     where = f"{role} split {split.task}/{split.split}"
     n = len(split.texts_a)
     if n == 0:
@@ -132,7 +142,7 @@ def _validate_split(split: Any, head: TaskHead, role: str) -> tuple[list[str], l
     texts_a = validate_texts(split.texts_a, name=f"{where} column texts_a")
     texts_b = None if split.texts_b is None else validate_texts(split.texts_b, name=f"{where} column texts_b")
     labels = None
-    if head.kind != "contrastive":
+    if head.needs_labels:
         try:
             labels = head.check_labels(split.labels, row_ids=range(n))
         except ValueError as exc:
@@ -147,7 +157,7 @@ class _CachedSplit:
     cache: TokenCache
     ids_a: np.ndarray  # (N,) int64 cache rows
     ids_b: np.ndarray | None  # (N,) int64 or None
-    labels: torch.Tensor | None  # (N,) or None
+    labels: torch.Tensor | None  # (N,) head targets from check_labels, or None (needs_labels False)
     gold: list  # raw labels for the metric
 
     def lengths(self) -> np.ndarray:
@@ -161,7 +171,11 @@ def split_texts(split: Any) -> list[str]:
     Args:
         split: a ``TextSplit``.
     """
-    return list(dict.fromkeys(list(split.texts_a) + list(split.texts_b or [])))
+    return _unique_texts(split.texts_a, split.texts_b)
+
+
+def _unique_texts(texts_a: Any, texts_b: Any) -> list[str]:
+    return list(dict.fromkeys([*texts_a, *(texts_b or [])]))
 
 
 def build_split_cache(
@@ -172,11 +186,12 @@ def build_split_cache(
     dtype: str = "float16",
     batch_size: int = 64,
     show_progress_bar: bool = True,
+    backbone: dict[str, str] | None = None,
 ) -> TokenCache:
     """Build (or reuse) the token-state cache of a split's unique texts under ``cache_root``.
 
     The folder is ``cache_root/<task>-<split>-<key fingerprint>-<dtype>``, so another backbone, max length,
-    text set or dtype gets its own folder and a rerun reuses (or resumes) the matching one.
+    prompt, text set or dtype gets its own folder and a rerun reuses (or resumes) the matching one.
 
     Args:
         model: ``SentenceTransformer`` with the frozen ``Transformer`` first.
@@ -185,17 +200,36 @@ def build_split_cache(
         dtype: ``"float16"`` or ``"float32"``.
         batch_size: texts per backbone forward.
         show_progress_bar: tqdm bar while caching.
+        backbone: ``glot_st.cache.backbone_identity(model)`` if already computed (hashing the weights is
+            the expensive part of the key); ``None`` computes it.
 
     Returns:
         The :class:`~glot_st.cache.TokenCache`; row i holds ``split_texts(split)[i]``.
     """
-    validate_texts(split.texts_a, name=f"split {split.task}/{split.split} column texts_a")
-    if split.texts_b is not None:
-        validate_texts(split.texts_b, name=f"split {split.task}/{split.split} column texts_b")
-    unique = split_texts(split)
-    key = cache_key(model, unique)
+    where = f"split {split.task}/{split.split}"
+    texts_a = validate_texts(split.texts_a, name=f"{where} column texts_a")
+    texts_b = None if split.texts_b is None else validate_texts(split.texts_b, name=f"{where} column texts_b")
+    return _build_split_cache(
+        model, split, _unique_texts(texts_a, texts_b), cache_root, dtype=dtype, batch_size=batch_size,
+        show_progress_bar=show_progress_bar, backbone=backbone,
+    )
+
+
+def _build_split_cache(
+    model: torch.nn.Module,
+    split: Any,
+    unique: list[str],
+    cache_root: str | os.PathLike,
+    *,
+    dtype: str,
+    batch_size: int,
+    show_progress_bar: bool,
+    backbone: dict[str, str] | None,
+) -> TokenCache:
+    """:func:`build_split_cache` with the split's validated unique texts (``split_texts``) already computed."""
+    key = _make_key(model, unique, backbone)
     folder = Path(cache_root) / f"{split.task}-{split.split}-{key_fingerprint(key)}-{dtype}"
-    return build_cache(
+    return _build_cache(
         model, unique, folder, dtype=dtype, batch_size=batch_size, show_progress_bar=show_progress_bar, key=key
     )
 
@@ -209,12 +243,15 @@ def _cache_split(
     dtype: str,
     cache_batch_size: int,
     show_progress_bar: bool,
+    backbone: dict[str, str],
 ) -> _CachedSplit:
     texts_a, texts_b, labels = _validate_split(split, head, role)
-    cache = build_split_cache(
-        model, split, cache_root, dtype=dtype, batch_size=cache_batch_size, show_progress_bar=show_progress_bar
+    unique = _unique_texts(texts_a, texts_b)
+    cache = _build_split_cache(
+        model, split, unique, cache_root, dtype=dtype, batch_size=cache_batch_size,
+        show_progress_bar=show_progress_bar, backbone=backbone,
     )
-    row_of = {text: i for i, text in enumerate(split_texts(split))}
+    row_of = {text: i for i, text in enumerate(unique)}
     ids_a = np.array([row_of[t] for t in texts_a], dtype=np.int64)
     ids_b = None if texts_b is None else np.array([row_of[t] for t in texts_b], dtype=np.int64)
     return _CachedSplit(cache, ids_a, ids_b, labels, list(split.labels))
@@ -312,9 +349,11 @@ def train_cached(
         cache_batch_size: texts per backbone forward when building a cache.
         bucket_size: examples per length-sorting bucket (default ``16 * batch_size``; ``0`` = no sorting).
         output_dir: if given, save the trained model as a sentence-transformers folder (reload with
-            :func:`glot_st.load`), the head in ``output_dir/glot_head`` (reload with :func:`load_head`) and
-            the history in ``output_dir/glot_training.json``.
-        device: where pooler and head train (default ``model.device``).
+            :func:`glot_st.load`), the head in ``output_dir/glot_head`` (reload with
+            ``load_head(output_dir)``) and the history in ``output_dir/glot_training.json``.
+        device: where pooler and head train (default ``model.device``); the caches are built on
+            ``model.device``. The pooler goes back to its own device afterwards (also on errors); the head
+            stays on ``device``.
         show_progress_bar: tqdm bars for caching, epochs and evaluation.
 
     Returns:
@@ -349,14 +388,16 @@ def train_cached(
             f"the contrastive head predicts cosine scores; task {spec.name!r} is scored by {spec.metric!r}. "
             "Use a classification head, or eval_split=None"
         )
-    pooler.to(run_device)
+    pooler_home = _module_device(pooler)
     head.to(run_device)
 
     tmp = tempfile.TemporaryDirectory(prefix="glot_cache_") if cache_dir is None else None
     cache_root = Path(tmp.name if tmp is not None else cache_dir)
     try:
+        pooler.to(run_device)
         started = time.perf_counter()
-        caching = (cache_root, cache_dtype, cache_batch_size, show_progress_bar)
+        # the weights digest is the expensive part of a cache key: once for both splits
+        caching = (cache_root, cache_dtype, cache_batch_size, show_progress_bar, backbone_identity(model))
         train_data = _cache_split(model, train_split, head, "train", *caching)
         eval_data = None
         if eval_split is not None:
@@ -382,8 +423,8 @@ def train_cached(
             for step, batch in enumerate(bar):
                 rows = np.asarray(batch, dtype=np.int64)
                 z_a, z_b = _pool_batch(pooler, train_data, rows, run_device)
-                labels = None if train_data.labels is None else train_data.labels[rows]
-                loss = head.loss(z_a, z_b, labels, row_ids=rows)
+                targets = None if train_data.labels is None else train_data.labels[rows]
+                loss = head.loss(z_a, z_b, targets)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"training loss is {loss.item()} at epoch {epoch}, batch {step} (rows {rows[:8].tolist()}...)"
@@ -422,12 +463,14 @@ def train_cached(
                     + (f", {spec.metric} {metric_value:.4f}" if metric_value is not None else "")
                     + f", {seconds:.1f}s"
                 )
+        pooler.load_state_dict(best_state[0])
+        head.load_state_dict(best_state[1])
     finally:
+        if pooler_home is not None:
+            pooler.to(pooler_home)
         if tmp is not None:
             tmp.cleanup()
 
-    pooler.load_state_dict(best_state[0])
-    head.load_state_dict(best_state[1])
     pooler.eval()
     head.eval()
     result = TrainResult(
@@ -448,15 +491,6 @@ def train_cached(
     return result
 
 
-def load_head(output_dir: str | os.PathLike) -> TaskHead:
-    """Reload the head saved by :func:`train_cached` beside the model in ``output_dir``.
-
-    Args:
-        output_dir: the ``output_dir`` given to :func:`train_cached`.
-    """
-    return load_head_dir(Path(output_dir) / HEAD_SUBFOLDER)
-
-
 def prepare_for_st_trainer(model: torch.nn.Module) -> list[str]:
     """Make a frozen-backbone model ready for ``SentenceTransformerTrainer`` / ``model.fit``.
 
@@ -472,11 +506,7 @@ def prepare_for_st_trainer(model: torch.nn.Module) -> list[str]:
     Raises:
         ValueError: no trainable parameter is left.
     """
-    from glot_st.freeze import freeze_modules
-
-    children = list(model.children())
-    pooler = default_pooler(model)
-    freeze_modules(children[: children.index(pooler)])
+    freeze_modules(_modules_before(model, default_pooler(model)))
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the model has no trainable parameters after freezing the backbone")

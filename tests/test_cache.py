@@ -257,3 +257,137 @@ def test_weight_digest_samples_big_models_with_a_stride(monkeypatch):
         layer.weight.view(-1)[0] -= 1.0
         layer.bias[0] += 1.0  # small parameters are sampled completely
     assert cache_mod._weights_digest(layer) != strided
+
+
+def test_weight_digest_samples_on_the_device_before_copying(monkeypatch):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(300, 400)
+    monkeypatch.setattr(cache_mod, "_FULL_HASH_LIMIT_BYTES", 0)
+    # the sample is the one the old copy-then-sample code hashed: cache keys stay the same
+    flat = layer.weight.detach().to("cpu").contiguous().reshape(-1)
+    stride = -(-flat.numel() // cache_mod._SAMPLE_ELEMENTS)
+    old = torch.cat([flat[::stride], flat[-1:]]).contiguous().view(torch.uint8).numpy().tobytes()
+    assert cache_mod._tensor_bytes(layer.weight, sample=True) == old
+
+    copied = []
+    real_cpu, real_to = torch.Tensor.cpu, torch.Tensor.to
+
+    def cpu(self, *args, **kwargs):
+        copied.append(self.numel())
+        return real_cpu(self, *args, **kwargs)
+
+    def to(self, *args, **kwargs):
+        if args and str(args[0]) == "cpu":
+            copied.append(self.numel())
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", cpu)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    cache_mod._weights_digest(layer)
+    assert copied and max(copied) <= cache_mod._SAMPLE_ELEMENTS + 1  # never the whole 120k-element weight
+
+
+def test_encode_shard_copies_once_per_batch(st_model, texts, monkeypatch):
+    calls = []
+    real_cpu = torch.Tensor.cpu
+
+    def cpu(self, *args, **kwargs):
+        calls.append(tuple(self.shape))
+        return real_cpu(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", cpu)
+    states, offsets = cache_mod._encode_shard(
+        st_model, texts[:12], first_row=0, batch_size=6, np_dtype=np.float32, device=torch.device("cpu"),
+        progress=None,
+    )
+    assert len(calls) == 4  # states and mask of 2 batches, not one copy per text
+    assert offsets.shape == (13,) and states.shape == (offsets[-1], 384)
+
+
+def test_build_cache_moves_the_transformer_and_back(st_model, texts, tmp_path, monkeypatch):
+    transformer = st_model[0]
+    home = next(transformer.parameters()).device
+    moves, seen = [], []
+    real_to = type(transformer).to
+
+    def spy(self, *args, **kwargs):
+        if self is transformer:
+            moves.append(torch.device(args[0]))
+        return real_to(self, *args, **kwargs)
+
+    real_encode = cache_mod._encode_shard
+
+    def encode(*args, **kwargs):
+        seen.append(list(moves))
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(type(transformer), "to", spy)
+    monkeypatch.setattr(cache_mod, "_encode_shard", encode)
+    build_cache(st_model, texts[:4], tmp_path / "a", device="cpu", show_progress_bar=False)
+    assert seen == [[torch.device("cpu")]]  # the backbone is on the build device while encoding
+    assert moves == [torch.device("cpu"), home]  # and back home afterwards
+
+    moves.clear()
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("oom")
+
+    monkeypatch.setattr(cache_mod, "_encode_shard", out_of_memory)
+    with pytest.raises(RuntimeError, match="oom"):
+        build_cache(st_model, texts[:4], tmp_path / "b", device="cpu", show_progress_bar=False)
+    assert moves == [torch.device("cpu"), home]  # restored on errors too
+    assert not transformer.training
+
+
+def test_default_prompt_is_applied_and_keyed(minilm_dir, texts, built32, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(
+        minilm_dir, device="cpu", prompts={"query": "query: "}, default_prompt_name="query"
+    )
+    model.max_seq_length = MAX_LEN
+    assert cache_mod.default_prompt(model) == "query: "
+    cache = build_cache(model, texts[:3], tmp_path, dtype="float32", show_progress_bar=False)
+    assert cache.key["prompt"] == "query: "
+    encoded = model.encode(texts[:3], output_value="token_embeddings", convert_to_numpy=False)
+    for i, tokens in enumerate(encoded):
+        states, mask = cache.get_batch([i])
+        assert int(mask.sum()) == tokens.shape[0] > built32.lengths[i]  # the prompt's tokens are in
+        torch.testing.assert_close(states[0, : tokens.shape[0]], tokens.float(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"default prompt differs \(cache None, model 'query: '\)"):
+        open_cache(built32.directory, model, texts)
+    assert cache_mod.cache_key(model, texts) != built32.key
+
+
+def test_preprocess_falls_back_to_tokenize():
+    from types import SimpleNamespace
+
+    old_style = SimpleNamespace(tokenize=lambda batch: {"texts": batch})  # sentence-transformers < 6
+    assert cache_mod._preprocess(old_style, ["a", "b"], None) == {"texts": ["a", "b"]}
+    assert cache_mod._preprocess(old_style, ["a"], "query: ") == {"texts": ["query: a"]}
+
+
+def test_get_batch_index_types_and_storage_dtype(st_model, texts, built32, tmp_path):
+    want_states, want_mask = built32.get_batch([3, 1])
+    for indices in (np.array([3, 1], dtype=np.int32), torch.tensor([3, 1]), (3, 1)):
+        states, mask = built32.get_batch(indices)
+        assert torch.equal(states, want_states) and torch.equal(mask, want_mask)
+    states, mask = built32.get_batch([])
+    assert states.shape == (0, 0, 384) and mask.shape == (0, 0)
+    with pytest.raises(IndexError, match=r"row -1 out of range \[0, 40\)"):
+        built32.get_batch(np.array([2, -1]))
+    with pytest.raises(TypeError, match="integers"):
+        built32.get_batch([0.5])
+    half = build_cache(st_model, texts[:6], tmp_path, dtype="float16", shard_size=4, show_progress_bar=False)
+    states, mask = half.get_batch([5, 0])
+    assert states.dtype == torch.float32 and mask.dtype == torch.long
+    for b, i in enumerate((5, 0)):
+        shard, local = divmod(i, 4)
+        offsets = np.load(tmp_path / f"shard_{shard:05d}_offsets.npy")
+        flat = np.load(tmp_path / f"shard_{shard:05d}.npy")
+        stored = torch.from_numpy(flat[offsets[local] : offsets[local + 1]].astype(np.float32))
+        assert torch.equal(states[b, : stored.shape[0]], stored) and torch.all(states[b, stored.shape[0] :] == 0)
+
+
+def test_public_names():
+    assert {"key_fingerprint", "default_prompt", "CACHE_DTYPES"} <= set(cache_mod.__all__)
+    assert all(hasattr(cache_mod, name) for name in cache_mod.__all__)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,9 +18,9 @@ from glot_st.heads import (
     ContrastiveHead,
     PairClassificationHead,
     RegressionHead,
-    load_head_dir,
     make_head,
 )
+from glot_st.heads import load_head as heads_load_head
 from glot_st.training import load_head, train_cached
 
 # ------------------------------------------------------------------------------------------------ heads
@@ -29,11 +31,17 @@ def test_classification_head_loss_and_label_errors():
     head = ClassificationHead(8, num_labels=3)
     z = torch.randn(4, 8)
     labels = [0, 2, 1, 2]
+    targets = head.check_labels(labels)
+    assert targets.dtype == torch.long and targets.tolist() == labels
     expected = F.cross_entropy(head.linear(z), torch.tensor(labels))
-    torch.testing.assert_close(head.loss(z, None, labels), expected)
+    torch.testing.assert_close(head.loss(z, None, targets), expected)
     assert head.predict(z).tolist() == head.linear(z).argmax(-1).tolist()
     with pytest.raises(ValueError, match=r"row 1 is 3, outside \[0, 3\)"):
-        head.loss(z, None, [0, 3, 1, 2])
+        head.check_labels([0, 3, 1, 2])
+    with pytest.raises(TypeError, match="check_labels"):
+        head.loss(z, None, labels)  # raw labels: the loss takes check_labels' tensor
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        head.loss(z, None, targets[:3])
     with pytest.raises(ValueError, match=r"row 12 is -1"):
         head.check_labels([0, -1], row_ids=[11, 12])
     with pytest.raises(ValueError, match="row 0 is None"):
@@ -49,7 +57,31 @@ def test_pair_head_concatenates_and_needs_pairs():
     a, b = torch.randn(3, 8), torch.randn(3, 8)
     torch.testing.assert_close(head(a, b), head.linear(torch.cat([a, b], -1)))
     with pytest.raises(ValueError, match="z_b"):
-        head.loss(a, None, [0, 1, 0])
+        head.loss(a, None, head.check_labels([0, 1, 0]))
+    assert (ClassificationHead.num_inputs, PairClassificationHead.num_inputs) == (1, 2)
+    assert head.config == {"kind": "pair", "dim": 8, "num_labels": 2}
+    with pytest.raises(ValueError, match="num_labels must be >= 2"):
+        PairClassificationHead(8, num_labels=1)
+
+
+def test_class_labels_reject_numpy_floats_and_bools_naming_the_row():
+    head = ClassificationHead(4, num_labels=3)
+    assert head.check_labels([np.int64(2), np.float32(1.0), 0.0, np.uint8(1)]).tolist() == [2, 1, 0, 1]
+    assert head.check_labels(np.array([0, 2])).tolist() == [0, 2]
+    with pytest.raises(ValueError, match=r"row 1 is \S*0\.5"):
+        head.check_labels([1, np.float32(0.5)])  # was silently truncated to class 0
+    with pytest.raises(ValueError, match="row 2 is"):
+        head.check_labels([1, 0, np.bool_(True)])  # not a class id
+    with pytest.raises(ValueError, match="row 0 is True"):
+        head.check_labels([True])
+    with pytest.raises(ValueError, match="row 0 is"):
+        head.check_labels(np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match="row 1 is nan"):
+        head.check_labels([0, float("nan")])
+    with pytest.raises(ValueError, match="row 0 is '1'"):
+        head.check_labels(["1"])
+    with pytest.raises(ValueError, match="row 1 is"):
+        RegressionHead(4).check_labels([1.0, np.bool_(False)])
 
 
 def test_regression_head_is_mse_of_projected_cosine_against_scaled_score():
@@ -58,9 +90,11 @@ def test_regression_head_is_mse_of_projected_cosine_against_scaled_score():
     a, b = torch.randn(3, 8), torch.randn(3, 8)
     scores = [5.0, 0.0, 2.5]
     cos = F.cosine_similarity(head.proj(a), head.proj(b), dim=-1)
-    torch.testing.assert_close(head.loss(a, b, scores), F.mse_loss(cos, torch.tensor([1.0, 0.0, 0.5])))
+    targets = head.check_labels(scores)
+    torch.testing.assert_close(targets, torch.tensor([1.0, 0.0, 0.5]))
+    torch.testing.assert_close(head.loss(a, b, targets), F.mse_loss(cos, torch.tensor([1.0, 0.0, 0.5])))
     with pytest.raises(ValueError, match=r"row 2 is 5.5, outside \[0.0, 5.0\]"):
-        head.loss(a, b, [1.0, 2.0, 5.5])
+        head.check_labels([1.0, 2.0, 5.5])
     with pytest.raises(ValueError, match="row 0 is nan"):
         head.check_labels([float("nan")])
 
@@ -70,9 +104,12 @@ def test_contrastive_head_is_infonce_over_in_batch_negatives():
     head = ContrastiveHead(8, temperature=0.1)
     a, b = torch.randn(5, 8), torch.randn(5, 8)
     logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / 0.1
-    torch.testing.assert_close(head.loss(a, b), F.cross_entropy(logits, torch.arange(5)))
+    torch.testing.assert_close(head.loss(a, b, None), F.cross_entropy(logits, torch.arange(5)))
     aligned = torch.eye(5, 8) * 3
     assert head.loss(aligned, aligned).item() < 1e-3  # each positive is the only similar one
+    assert not head.needs_labels and RegressionHead.needs_labels and ClassificationHead.needs_labels
+    with pytest.raises(TypeError, match="takes no labels"):
+        head.check_labels([1.0] * 5)
     with pytest.raises(ValueError, match="temperature"):
         ContrastiveHead(8, temperature=0.0)
 
@@ -85,11 +122,46 @@ def test_contrastive_head_is_infonce_over_in_batch_negatives():
 def test_heads_save_and_load(kind, config, tmp_path):
     torch.manual_seed(1)
     head = make_head(kind, 8, **config)
-    head.save(tmp_path)
-    loaded = load_head_dir(tmp_path)
-    assert type(loaded) is type(head) and loaded.config == head.config
+    head.save(tmp_path / "glot_head")
     a, b = torch.randn(4, 8), torch.randn(4, 8)
-    assert torch.equal(loaded.predict(a, b), head.predict(a, b))
+    # one loader: the head folder itself or the model folder holding glot_head/
+    for path in (tmp_path / "glot_head", tmp_path, str(tmp_path)):
+        loaded = load_head(path)
+        assert type(loaded) is type(head) and loaded.config == head.config
+        assert torch.equal(loaded.predict(a, b), head.predict(a, b))
+    assert heads_load_head is load_head and glot_st.load_head is load_head
+
+
+def test_load_head_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no saved head in"):
+        load_head(tmp_path)
+    folder = tmp_path / "h"
+    make_head("single", 4, num_labels=2).save(folder)
+    config, weights = folder / "glot_head.json", folder / "glot_head.safetensors"
+    good = config.read_text()
+
+    config.write_text("{not json")
+    with pytest.raises(ValueError, match=r"glot_head\.json.*not valid JSON"):
+        load_head(folder)
+    config.write_text(json.dumps({"kind": "single", "num_labels": 2}))
+    with pytest.raises(ValueError, match=r"glot_head\.json.* has no 'dim'"):
+        load_head(folder)
+    config.write_text(json.dumps({"kind": "nope", "dim": 4}))
+    with pytest.raises(ValueError, match=r"glot_head\.json.*unknown head kind 'nope'"):
+        load_head(folder)
+    config.write_text(json.dumps({"kind": "single", "dim": 4, "bogus": 1}))
+    with pytest.raises(ValueError, match=r"glot_head\.json.*invalid"):
+        load_head(folder)
+    config.write_text(json.dumps({"kind": "single", "dim": 5, "num_labels": 2}))  # weights are for dim 4
+    with pytest.raises(ValueError, match=r"glot_head\.safetensors.*do not fit"):
+        load_head(folder)
+    config.write_text(good)
+    weights.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"glot_head\.safetensors"):
+        load_head(folder)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match=r"glot_head\.safetensors"):
+        load_head(folder)
 
 
 def test_unknown_head_kind():
@@ -183,6 +255,71 @@ def test_save_and_reload_model_and_head(fresh, stsb, cache_root, tmp_path):
     assert (out / "glot_training.json").is_file()
 
 
+def test_regression_head_trains_on_scores_scaled_once(fresh, stsb, cache_root, monkeypatch):
+    train = stsb[0]
+    seen = []
+    real_loss = RegressionHead.loss
+
+    def spy(self, z_a, z_b, targets):
+        seen.append(targets.detach().cpu().clone())
+        return real_loss(self, z_a, z_b, targets)
+
+    monkeypatch.setattr(RegressionHead, "loss", spy)
+    run(fresh, train, None, cache_root, epochs=1, batch_size=8, bucket_size=0)
+    got = torch.sort(torch.cat(seen)).values
+    want = torch.sort(torch.tensor(train.labels, dtype=torch.float32) / 5.0).values
+    torch.testing.assert_close(got, want)  # score / 5 in [0, 1], not score / 25
+    assert got.max() > 0.5
+
+
+def test_backbone_hashed_once_and_texts_validated_once(fresh, stsb, cache_root, monkeypatch):
+    import glot_st.cache as cache_mod
+
+    hashed, validated = [], []
+    real_identity, real_validate = cache_mod.backbone_identity, cache_mod.validate_texts
+
+    def identity(model):
+        hashed.append(1)
+        return real_identity(model)
+
+    def validate(texts, *, name="texts"):
+        validated.append(name)
+        return real_validate(texts, name=name)
+
+    monkeypatch.setattr(training_mod, "backbone_identity", identity)
+    monkeypatch.setattr(cache_mod, "backbone_identity", identity)
+    monkeypatch.setattr(training_mod, "validate_texts", validate)
+    monkeypatch.setattr(cache_mod, "validate_texts", validate)
+    run(fresh, *stsb, cache_root, epochs=1)
+    assert len(hashed) == 1  # one weights digest for the train and the eval cache
+    assert len(validated) == 4, validated  # texts_a and texts_b of each split, once
+
+
+def test_device_argument_leaves_the_pooler_where_it_was(fresh, stsb, cache_root, monkeypatch):
+    pooler = fresh[1]
+    home = next(pooler.parameters()).device
+    moves = []
+    real_to = type(pooler).to
+
+    def spy(self, *args, **kwargs):
+        if self is pooler:
+            moves.append(torch.device(args[0]) if args else kwargs.get("device"))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pooler), "to", spy)
+    run(fresh, *stsb, cache_root, epochs=1, device="cpu")
+    assert moves == [torch.device("cpu"), home]  # moved to the run device, then back home
+    moves.clear()
+
+    def boom(*args, **kwargs):
+        raise FloatingPointError("boom")
+
+    monkeypatch.setattr(training_mod, "_evaluate", boom)
+    with pytest.raises(FloatingPointError, match="boom"):
+        run(fresh, *stsb, cache_root, epochs=1, device="cpu")
+    assert moves[-1] == home  # restored on errors too
+
+
 def test_pair_classification_and_baseline_pooler(fresh, cache_root):
     train, dev = load_split("mrpc", "train", limit=16), load_split("mrpc", "dev", limit=8)
     result = run(fresh, train, dev, cache_root, epochs=1)
@@ -238,6 +375,47 @@ def test_cli_registry_help_and_errors(capsys):
     assert main([]) == 2
     assert main(["train", "--task", "stsb", "--limit", "0"]) == 2
     assert "limit must be a positive int" in capsys.readouterr().err
+
+
+def test_cli_rejects_temperature_without_contrastive_head(capsys, monkeypatch):
+    from glot_st.cli import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("the data should not be loaded")
+
+    monkeypatch.setattr("glot_st.data.load_split", never)
+    assert main(["train", "--task", "stsb", "--temperature", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--temperature applies only to the contrastive head" in err and "'regression'" in err
+    assert main(["train", "--task", "mrpc", "--head", "pair", "--temperature", "0.1"]) == 2
+    assert "'pair'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error", [TypeError("bad type"), FloatingPointError("nan loss"), ImportError("no pkg")])
+def test_cli_turns_library_errors_into_exit_2(error, capsys, monkeypatch):
+    from glot_st.cli import SUBCOMMANDS, Subcommand, main
+
+    def failing(args):
+        raise error
+
+    monkeypatch.setitem(SUBCOMMANDS, "boom", Subcommand("boom", "always fails", (), failing))
+    assert main(["boom"]) == 2
+    assert f"glot-st boom: error: {error}" in capsys.readouterr().err
+
+
+def test_cli_choices_are_derived():
+    from glot_st.cache import CACHE_DTYPES
+    from glot_st.cli import _GLOT_KEYS, GLOT_ARGUMENTS, build_parser
+    from glot_st.data import TASKS
+    from glot_st.heads import HEAD_KINDS
+
+    parser = build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "head")
+    assert list(train.choices) == list(HEAD_KINDS)
+    args = parser.parse_args(["train", "--task", "rte", "--cache-dtype", CACHE_DTYPES[-1], "--num-layers", "2"])
+    assert set(TASKS) >= {"rte"} and args.cache_dtype == CACHE_DTYPES[-1]
+    assert len(_GLOT_KEYS) == len(GLOT_ARGUMENTS) and all(hasattr(args, key) for key in _GLOT_KEYS)
+    assert args.num_layers == 2
 
 
 def test_cli_cache_then_train_reuses_the_cache(tmp_path, capsys):

@@ -7,7 +7,7 @@
 4. Save the trained model, reload it with ``glot_st.load``, encode two sentences (print their cosine
    similarity) and check that the reloaded model's embeddings equal the trained model's.
 
-The default budget (800 train / 200 eval texts, 3 epochs, batch 16, AdamW lr 1e-3) keeps the whole job
+The default budget (1000 train / 250 eval texts, 4 epochs, batch 16, AdamW lr 1e-3) keeps the whole job
 within about five minutes on two CPU cores; ``--n-train``, ``--n-eval``, ``--epochs`` change it.
 Exit status 1 if the reloaded embeddings differ.
 """
@@ -39,9 +39,9 @@ SENTENCES = ("A man is playing a guitar.", "Someone plays an instrument.")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m glot_st.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--n-train", type=int, default=800, help="training texts (default 800)")
-    parser.add_argument("--n-eval", type=int, default=200, help="eval texts (default 200)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs for every method (default 3)")
+    parser.add_argument("--n-train", type=int, default=1000, help="training texts (default 1000)")
+    parser.add_argument("--n-eval", type=int, default=250, help="eval texts (default 250)")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs for every method (default 4)")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size for every method (default 16)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate for every method (default 1e-3)")
     parser.add_argument(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import platform
 import sys
@@ -69,6 +68,7 @@ __all__ = [
     "stress_markdown",
     "summarize",
     "train_method",
+    "untrained_stsb",
 ]
 
 METHODS: tuple[str, ...] = ("cls", "mean", "max", "adapool", "glot")
@@ -267,19 +267,19 @@ def _run_key(run: dict[str, Any], fields: Sequence[str]) -> tuple:
     return tuple(run[f] for f in fields)
 
 
-def _load_resumable(path: Path, protocol: dict[str, Any], log: Log) -> list[dict[str, Any]]:
+def _load_resumable(path: Path, protocol: dict[str, Any], log: Log) -> dict[str, Any]:
+    """The results of an earlier call with the same protocol (``{}`` if there is none)."""
     if not path.is_file():
-        return []
+        return {}
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
-        return []
+        return {}
     if previous.get("protocol") != protocol:
         log(f"resume: {path} was written under another protocol; starting afresh")
-        return []
-    runs = list(previous.get("runs", []))
-    log(f"resume: reusing {len(runs)} finished runs from {path}")
-    return runs
+        return {}
+    log(f"resume: reusing {len(previous.get('runs', []))} finished runs from {path}")
+    return previous
 
 
 # --------------------------------------------------------------------------------------------- stress
@@ -358,9 +358,10 @@ def run_stress(
         "reported": "eval accuracy after the last epoch",
     }
     json_path = output_dir / "stress.json"
-    runs = _load_resumable(json_path, protocol, log) if resume else []
+    previous = _load_resumable(json_path, protocol, log) if resume else {}
+    runs = list(previous.get("runs", []))
     done = {_run_key(r, ("rho", "seed", "method")) for r in runs}
-    token_stats: dict[str, Any] = {}
+    token_stats: dict[str, Any] = dict(previous.get("token_stats", {}))
     results: dict[str, Any] = {}
 
     for rho in rhos:
@@ -598,15 +599,16 @@ def run_glue(
         "reported": "eval metric after the last epoch",
     }
     json_path = output_dir / "glue.json"
-    runs = _load_resumable(json_path, protocol, log) if resume else []
+    previous = _load_resumable(json_path, protocol, log) if resume else {}
+    runs = list(previous.get("runs", []))
     done = {_run_key(r, ("task", "seed", "method")) for r in runs}
     split_sizes: dict[str, Any] = {}
-    untrained: dict[str, float] = {}
+    untrained: dict[str, float] = dict(previous.get("untrained", {}).get(UNTRAINED_ROW, {}))
 
     def snapshot() -> dict[str, Any]:
         return _glue_results(protocol, runs, split_sizes, untrained, started, load_start)
 
-    if untrained_baseline and "stsb" in tasks:
+    if untrained_baseline and "stsb" in tasks and "stsb" not in untrained:
         untrained["stsb"] = untrained_stsb(backbone, data_dir, limit=max_eval)
         log(f"glue stsb untrained MiniLM mean pooling: spearman {untrained['stsb']:.4f}")
 

@@ -108,6 +108,7 @@ def test_stress_resume_reuses_finished_runs(stress_run, backbone):
         backbone=backbone, resume=True, plot=False, log=lambda message: None,
     )
     assert again["runs"] == results["runs"]
+    assert again["token_stats"] == results["token_stats"] and again["summary"] == results["summary"]
 
 
 def test_cap_rows_is_a_fixed_subset():

@@ -11,10 +11,10 @@ Every kernel set exposes the same four functions over a graph whose edges are so
 ``get_kernels("native" | "torch_scatter" | "auto")`` returns the set. ``auto`` is ``native``, because it is
 faster and needs no compiled extension. Measured side by side by ``benchmarks/bench_glot.py`` (2-core AMD
 EPYC, 1 torch thread, torch 2.13, torch-scatter 2.1.2 / torch-sparse 0.6.18; 64 x 128 MiniLM tokens,
-111k edges; ``benchmarks/results/bench_glot.md``): the native CSR ``torch.sparse.mm`` is 4.5x faster than
-torch-sparse's spmm (1.8 vs 8.2 ms) and the native segment softmax 1.3x faster (1.6 vs 2.1 ms); a whole
-GLOT forward on the sparse layout is 1.04-1.16x faster with native, forward + backward 1.01-1.27x (the
-dense layers dominate both). The native spmm has its own backward (:class:`native._CSRMatmul`), linear in the
+111k edges; ``benchmarks/results/bench_glot.md``): the native CSR ``torch.sparse.mm`` is 4.0-4.5x faster than
+torch-sparse's spmm and the native segment softmax 1.3x faster (two runs); a whole GLOT forward on the
+sparse layout is 1.04-1.31x faster with native, forward + backward 1.01-1.27x (the dense layers dominate
+both). The native spmm has its own backward (:class:`native._CSRMatmul`), linear in the
 number of edges. ``torch_scatter`` is the optional extra ``glot-st[scatter]``, imported lazily; both sets agree
 to float64 rounding, forward and backward (``tests/test_backends.py``).
 """

@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from conftest import random_batch
+from conftest import random_batch, randomized_glot
 from glot_st import GLOT, build_token_graph
 from glot_st.kernels import BACKENDS, get_kernels, resolve_backend, torch_scatter_available
 from glot_st.kernels import native
@@ -30,16 +30,9 @@ def _scatter():
 
 
 def _random_glot(seed: int, **config) -> GLOT:
-    config = {"in_dim": 8, "hidden_dim": 6, "scorer_hidden": 5, "dropout": 0.0, "tau": 0.1, **config}
-    torch.manual_seed(seed)
-    glot = GLOT(**config)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in glot.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=gen) * 0.5)
     # float64: the two backends sum in different orders, and a gradient that is zero in exact arithmetic (the
     # scorer's last bias, under the per-sentence softmax) is then rounding noise far below any tolerance
-    return glot.double().train()
+    return randomized_glot(seed, **{"tau": 0.1, **config}).double().train()
 
 
 def _graph_and_edges(seed: int = 0):

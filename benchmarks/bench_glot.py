@@ -115,7 +115,7 @@ def minilm_model(device: str):
 
 
 def stsb_sentences() -> list[str]:
-    from glot_st.data import load_split
+    from glot_st.train.data import load_split
 
     split = load_split("stsb", "test")
     return list(split.texts_a) + list(split.texts_b)
@@ -289,10 +289,7 @@ def clustered_random(batch: int, length: int, device: str, seed: int = 0) -> tup
 def section_encode(ctx) -> dict:
     from sentence_transformers import SentenceTransformer
 
-    try:
-        from sentence_transformers.base.modules import Pooling
-    except ImportError:  # sentence-transformers 5
-        from sentence_transformers.models import Pooling
+    from glot_st._compat import Pooling
 
     timer, repeats = ctx["timer"], ctx["repeats"]
     transformer = ctx["model"][0]

@@ -102,11 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import batch_to_device
 
-    from glot_st.cache import LengthBucketBatchSampler
-    from glot_st.data import load_split
-    from glot_st.heads import RegressionHead
+    from glot_st.train.cache import LengthBucketBatchSampler
+    from glot_st.train.data import load_split
+    from glot_st.train.heads import RegressionHead
     from glot_st.resources import minilm_path
-    from glot_st.training import build_split_cache, seed_everything, split_texts
+    from glot_st.train.loop import build_split_cache, seed_everything, split_texts
 
     split = load_split("stsb", "train", limit=args.limit)
     n = len(split)

@@ -1,21 +1,15 @@
-"""glot-st: GLOT graph pooling (token graphs + GNN + attention readout) as a sentence-transformers module."""
+"""glot-st: GLOT graph pooling (token graphs + GNN + attention readout) as a sentence-transformers module.
 
+``import glot_st`` loads only what encoding needs (the modules, graph construction, kernels, loading). The
+training kit is :mod:`glot_st.train`; the experiment bench (stress test, GLUE-lite, mteb) is
+:mod:`glot_st.bench`; the command line is :mod:`glot_st.cli`.
+"""
+
+from glot_st.baselines import AdaPool
 from glot_st.builder import from_backbone, load
-from glot_st.cache import build_cache, open_cache
 from glot_st.graph import build_token_graph
 from glot_st.module import GLOT
-from glot_st.training import load_head, train_cached
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    "GLOT",
-    "__version__",
-    "build_cache",
-    "build_token_graph",
-    "from_backbone",
-    "load",
-    "load_head",
-    "open_cache",
-    "train_cached",
-]
+__all__ = ["GLOT", "AdaPool", "__version__", "build_token_graph", "from_backbone", "load"]

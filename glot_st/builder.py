@@ -8,13 +8,9 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import load_file_path
 
-try:  # sentence-transformers 6
-    from sentence_transformers.base.modules import Transformer
-except ImportError:  # sentence-transformers 5
-    from sentence_transformers.models import Transformer
-
+from glot_st._compat import HAS_MODEL_READY_HOOK, Transformer
 from glot_st.freeze import freeze_modules
-from glot_st.module import GLOT, Module
+from glot_st.module import GLOT
 
 __all__ = ["from_backbone", "load"]
 
@@ -63,7 +59,7 @@ def from_backbone(
         raise ValueError(f"in_dim={in_dim} does not match the backbone's token width {width} ({name_or_path!r})")
     glot = GLOT(in_dim=width, freeze_backbone=freeze, **glot_config)
     model = SentenceTransformer(modules=[transformer, glot], device=device)
-    if freeze and not hasattr(Module, "on_model_ready"):  # sentence-transformers 5 has no on_model_ready hook
+    if freeze and not HAS_MODEL_READY_HOOK:  # sentence-transformers 5 has no on_model_ready hook
         freeze_modules([transformer])
     return model
 

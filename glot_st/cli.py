@@ -17,16 +17,16 @@ Add a subcommand with the :func:`subcommand` decorator; its arguments are declar
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from glot_st.cache import CACHE_DTYPES
-from glot_st.data import TASKS
-from glot_st.heads import HEAD_KINDS
+from glot_st.train.cache import CACHE_DTYPES
+from glot_st.train.data import TASKS
+from glot_st.train.heads import HEAD_KINDS
 
 __all__ = ["Argument", "SUBCOMMANDS", "arg", "build_parser", "main", "subcommand"]
 
@@ -50,20 +50,27 @@ class Subcommand:
 
     name: str
     help: str
-    arguments: tuple[Argument, ...]
+    arguments: tuple[Argument, ...] | Callable[[], Sequence[Argument]]
     run: Callable[[argparse.Namespace], int]
+
+    def argument_list(self) -> tuple[Argument, ...]:
+        """The subcommand's arguments (calling the lazy declaration if there is one)."""
+        return tuple(self.arguments() if callable(self.arguments) else self.arguments)
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {}
 
 
-def subcommand(name: str, *, help: str, arguments: Sequence[Argument] = ()) -> Callable:
+def subcommand(
+    name: str, *, help: str, arguments: Sequence[Argument] | Callable[[], Sequence[Argument]] = ()
+) -> Callable:
     """Register the decorated ``fn(args) -> int`` as ``glot-st <name>``.
 
     Args:
         name: subcommand name (unique).
         help: one-line help shown by ``glot-st --help`` (also the subcommand's description).
-        arguments: its :func:`arg` declarations.
+        arguments: its :func:`arg` declarations, or a function returning them (called when the parser is
+            built, so a subcommand can read its defaults from the code it runs without importing it early).
     """
     if not help:
         raise ValueError(f"subcommand {name!r} needs help text")
@@ -71,7 +78,7 @@ def subcommand(name: str, *, help: str, arguments: Sequence[Argument] = ()) -> C
     def register(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         if name in SUBCOMMANDS:
             raise ValueError(f"subcommand {name!r} is already registered")
-        SUBCOMMANDS[name] = Subcommand(name, help, tuple(arguments), fn)
+        SUBCOMMANDS[name] = Subcommand(name, help, arguments if callable(arguments) else tuple(arguments), fn)
         return fn
 
     return register
@@ -91,7 +98,8 @@ MODEL_ARGUMENTS = (
 DATA_ARGUMENTS = (
     arg("--task", required=True, choices=tuple(TASKS), help="bundled task"),
     arg("--data-dir", default=None,
-        help="a copy of the data laid out like glot_st/datasets (default: the bundled one)"),
+        help="a copy of the data laid out like the repository's data/ folder (default: a clone's data/, or "
+             "$GLOT_ST_DATA_DIR)"),
     arg("--limit", type=int, default=None, help="use only the first N training rows"),
 )
 
@@ -134,7 +142,6 @@ def glot_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_model(args: argparse.Namespace) -> Any:
     """``glot_st.from_backbone`` from ``--model``, ``--max-seq-length``, ``--device`` and the GLOT flags."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import glot_st
     from glot_st.resources import minilm_path
 
@@ -157,8 +164,8 @@ def build_model(args: argparse.Namespace) -> Any:
     ),
 )
 def cache_command(args: argparse.Namespace) -> int:
-    from glot_st.data import load_split
-    from glot_st.training import build_split_cache
+    from glot_st.train.data import load_split
+    from glot_st.train.loop import build_split_cache
 
     split = load_split(args.task, args.split, data_dir=args.data_dir, limit=args.limit)
     model = build_model(args)
@@ -202,8 +209,8 @@ def cache_command(args: argparse.Namespace) -> int:
     ),
 )
 def train_command(args: argparse.Namespace) -> int:
-    from glot_st.data import load_split
-    from glot_st.training import train_cached
+    from glot_st.train.data import load_split
+    from glot_st.train.loop import train_cached
 
     head_kind = args.head or TASKS[args.task].kind
     if args.temperature is not None and head_kind != "contrastive":
@@ -226,61 +233,165 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------- evaluation runners
-# (glot_st.evaluation; flags left at None take the runner's defaults)
+# (glot_st.bench.runners; a flag left at None takes the runner's own default, shown in the help)
 
-RUNNER_ARGUMENTS = (
-    arg("--methods", default=None, help="comma-separated subset of cls,mean,max,adapool,glot (default: all)"),
-    arg("--seeds", default=None, help="comma-separated seeds (default: 0,1,2)"),
-    arg("--epochs", type=int, default=None, help="epochs for every method (default: 5)"),
-    arg("--lr", type=float, default=None, help="AdamW learning rate for every method (default: 1e-3)"),
-    arg("--batch-size", type=int, default=None, help="batch size for every method (default: 32)"),
-    arg("--weight-decay", type=float, default=None, help="AdamW weight decay for every method (default: 0)"),
-    arg("--max-seq-length", type=int, default=None, help="backbone token limit (default: 256)"),
-    arg("--data-dir", default=None, help="a copy of the data laid out like glot_st/datasets (default: bundled)"),
-    arg("--cache-dir", default=None, help="keep the token-state caches here (default: temporary folders)"),
-    arg("--glot-config", default=None, help="JSON object of GLOT arguments (default: GLOT's defaults)"),
-    arg("--resume", action="store_true", help="reuse finished runs of an earlier JSON with the same protocol"),
-    arg("--progress", action="store_true", help="show progress bars"),
-)
+
+def _runner_default(runner: Callable, name: str) -> Any:
+    """The default of ``runner``'s keyword ``name`` (the one place each default is written)."""
+    value = inspect.signature(runner).parameters[name].default
+    if name == "budget":
+        return value
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+
+
+def _budget_default(name: str) -> Any:
+    from glot_st.bench.runners import Budget
+
+    return getattr(Budget(), name)
+
+
+def _runner_arguments() -> tuple[Argument, ...]:
+    from glot_st.bench.runners import run_glue
+
+    return (
+        arg("--methods", default=None,
+            help=f"comma-separated subset of methods (default: {_runner_default(run_glue, 'methods')})"),
+        arg("--seeds", default=None, help=f"comma-separated seeds (default: {_runner_default(run_glue, 'seeds')})"),
+        arg("--epochs", type=int, default=None,
+            help=f"epochs for every method (default: {_budget_default('epochs')})"),
+        arg("--lr", type=float, default=None,
+            help=f"AdamW learning rate for every method (default: {_budget_default('lr'):g})"),
+        arg("--batch-size", type=int, default=None,
+            help=f"batch size for every method (default: {_budget_default('batch_size')})"),
+        arg("--weight-decay", type=float, default=None,
+            help=f"AdamW weight decay for every method (default: {_budget_default('weight_decay'):g})"),
+        arg("--max-seq-length", type=int, default=None,
+            help=f"backbone token limit (default: {_runner_default(run_glue, 'max_seq_length')})"),
+        arg("--cache-dir", default=None, help="keep the token-state caches here (default: temporary folders)"),
+        arg("--glot-config", default=None, help="JSON object of GLOT arguments (default: GLOT's defaults)"),
+        arg("--resume", action="store_true", help="reuse finished runs of an earlier JSON with the same protocol"),
+        arg("--progress", action="store_true", help="show progress bars"),
+    )
+
+
+def _csv(text: str | None, cast: Callable[[str], Any]) -> list[Any] | None:
+    """``"a,b"`` -> ``[cast("a"), cast("b")]``; ``None`` stays ``None``."""
+    if text is None:
+        return None
+    return [cast(item) for item in text.split(",") if item.strip()]
+
+
+def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments shared by both runners, only for the flags given on the command line."""
+    from glot_st.bench.runners import Budget
+
+    budget_fields = {
+        name: getattr(args, name) for name in ("epochs", "lr", "batch_size", "weight_decay")
+        if getattr(args, name) is not None
+    }
+    kwargs: dict[str, Any] = {
+        "methods": _csv(args.methods, str),
+        "seeds": _csv(args.seeds, int),
+        "max_seq_length": args.max_seq_length,
+        "output_dir": args.output_dir,
+        "cache_dir": args.cache_dir,
+        "glot_config": _json_object(args.glot_config, "--glot-config"),
+        "budget": Budget(**budget_fields) if budget_fields else None,
+    }
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    kwargs["resume"] = args.resume
+    kwargs["show_progress_bar"] = args.progress
+    return kwargs
+
+
+def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{flag} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object")
+    return value
+
+
+def _stress_arguments() -> tuple[Argument, ...]:
+    from glot_st.bench.runners import DEFAULT_STRESS_DIR, run_stress
+
+    return (
+        arg("--rhos", default=None,
+            help=f"comma-separated distractor ratios (default: {_runner_default(run_stress, 'rhos')})"),
+        arg("--n-train", type=int, default=None,
+            help=f"training texts per dataset (default: {_runner_default(run_stress, 'n_train')})"),
+        arg("--n-eval", type=int, default=None,
+            help=f"eval texts per dataset (default: {_runner_default(run_stress, 'n_eval')})"),
+        arg("--length", type=int, default=None,
+            help=f"words per text (default: {_runner_default(run_stress, 'length')})"),
+        arg("--output-dir", default=None, help=f"results folder (default: {DEFAULT_STRESS_DIR})"),
+        arg("--no-plot", action="store_true", help="skip the PNG"),
+        *_runner_arguments(),
+    )
+
+
+def _glue_arguments() -> tuple[Argument, ...]:
+    from glot_st.bench.runners import DEFAULT_GLUE_DIR, run_glue
+
+    return (
+        arg("--tasks", default=None,
+            help=f"comma-separated subset of tasks (default: {_runner_default(run_glue, 'tasks')})"),
+        arg("--max-train", type=int, default=None,
+            help=f"cap on training rows per task (default: {_runner_default(run_glue, 'max_train')}; 0 = all)"),
+        arg("--max-eval", type=int, default=None, help="cap on eval rows (default: the whole split)"),
+        arg("--data-dir", default=None,
+            help="a copy of the data laid out like the repository's data/ folder (default: a clone's data/)"),
+        arg("--output-dir", default=None, help=f"results folder (default: {DEFAULT_GLUE_DIR})"),
+        arg("--no-untrained", action="store_true", help="skip the untrained MiniLM mean-pooling STS-B row"),
+        *_runner_arguments(),
+    )
 
 
 @subcommand(
     "stress",
     help="the signal-dilution stress test: CLS/mean/max/AdaPool/GLOT on a frozen MiniLM vs distractor ratio",
-    arguments=(
-        arg("--rhos", default=None, help="comma-separated distractor ratios (default: 0.2,0.5,0.8,0.9)"),
-        arg("--n-train", type=int, default=None, help="training texts per dataset (default: 2000)"),
-        arg("--n-eval", type=int, default=None, help="eval texts per dataset (default: 500)"),
-        arg("--length", type=int, default=None, help="words per text (default: 128)"),
-        arg("--output-dir", default=None, help="results folder (default: benchmarks/results/stress)"),
-        arg("--no-plot", action="store_true", help="skip the PNG"),
-        *RUNNER_ARGUMENTS,
-    ),
+    arguments=_stress_arguments,
 )
 def stress_command(args: argparse.Namespace) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from glot_st.evaluation import stress_main
+    from glot_st.bench.runners import DEFAULT_STRESS_DIR, run_stress, stress_markdown
 
-    return stress_main(args)
+    kwargs = _runner_kwargs(args)
+    if args.rhos is not None:
+        kwargs["rhos"] = _csv(args.rhos, float)
+    for name in ("n_train", "n_eval", "length"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    results = run_stress(plot=not args.no_plot, **kwargs)
+    print(stress_markdown(results))
+    print(f"written to {kwargs.get('output_dir', DEFAULT_STRESS_DIR)}")
+    return 0
 
 
 @subcommand(
     "glue",
     help="GLUE-lite (CoLA, SST-2, STS-B, MRPC, RTE) on a frozen MiniLM: CLS/mean/max/AdaPool/GLOT",
-    arguments=(
-        arg("--tasks", default=None, help="comma-separated subset of cola,sst2,stsb,mrpc,rte (default: all)"),
-        arg("--max-train", type=int, default=None, help="cap on training rows per task (default: 20000; 0 = all)"),
-        arg("--max-eval", type=int, default=None, help="cap on eval rows (default: 0 = the whole split)"),
-        arg("--output-dir", default=None, help="results folder (default: benchmarks/results/glue)"),
-        arg("--no-untrained", action="store_true", help="skip the untrained MiniLM mean-pooling STS-B row"),
-        *RUNNER_ARGUMENTS,
-    ),
+    arguments=_glue_arguments,
 )
 def glue_command(args: argparse.Namespace) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from glot_st.evaluation import glue_main
+    from glot_st.bench.runners import DEFAULT_GLUE_DIR, glue_markdown, run_glue
 
-    return glue_main(args)
+    kwargs = _runner_kwargs(args)
+    if args.tasks is not None:
+        kwargs["tasks"] = _csv(args.tasks, str)
+    if args.max_train is not None:
+        kwargs["max_train"] = args.max_train or None
+    if args.max_eval is not None:
+        kwargs["max_eval"] = args.max_eval or None
+    results = run_glue(
+        data_dir=args.data_dir, untrained_baseline=not args.no_untrained, **kwargs
+    )
+    print(glue_markdown(results))
+    print(f"written to {kwargs.get('output_dir', DEFAULT_GLUE_DIR)}")
+    return 0
 
 
 # ----------------------------------------------------------------------------------- entry point
@@ -295,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, command in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.help)
-        for argument in command.arguments:
+        for argument in command.argument_list():
             sub.add_argument(*argument.flags, **argument.options)
         sub.set_defaults(_run=command.run)
     return parser

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from torch import nn
 
-__all__ = ["freeze_modules"]
+__all__ = ["freeze_modules", "module_device", "modules_before"]
 
 _FROZEN_FLAG = "_glot_st_frozen"
 
@@ -30,3 +31,22 @@ def freeze_modules(modules: Iterable[nn.Module]) -> None:
         if not getattr(module, _FROZEN_FLAG, False):
             module.register_forward_pre_hook(_stay_in_eval)
             setattr(module, _FROZEN_FLAG, True)
+
+
+def modules_before(model: nn.Module, target: nn.Module) -> list[nn.Module]:
+    """The child modules in front of ``target`` in a sequential model (empty if ``target`` is not a child)."""
+    before = []
+    for module in model.children():
+        if module is target:
+            return before
+        before.append(module)
+    return []
+
+
+def module_device(module: nn.Module) -> torch.device | None:
+    """Device of the module's first parameter (or buffer); ``None`` for a module without tensors."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return None

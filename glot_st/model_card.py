@@ -29,16 +29,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-try:  # sentence-transformers 6
-    from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
-except ImportError:  # sentence-transformers 5
-    from sentence_transformers.model_card import SentenceTransformerModelCardData
+from glot_st._compat import SentenceTransformerModelCardData
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GLOTModelCardData", "attach_model_card", "glot_card_section"]
 
 GLOT_TAG = "glot-st"
+GLOT_CONFIG_FILE = "glot_config.json"
 PLACEHOLDER_ID = "sentence_transformers_model_id"
 _SECTION_VARIABLE = "{{ glot_section }}"
 _INSTALL_LINE = "pip install -U sentence-transformers\n"
@@ -93,11 +91,17 @@ def attach_model_card(model: Any) -> None:
 
 
 def glot_card_section(model: Any, model_id: str | None = None) -> str:
-    """Markdown of the ``### GLOT pooling`` section: install, load, and every GLOT module's settings."""
-    from glot_st.module import GLOT  # late: glot_st.module imports this file
+    """Markdown of the ``### GLOT pooling`` section: install, load, and every GLOT module's settings.
 
+    A GLOT module is recognised by its ``config_file_name`` (``glot_config.json``), so this file needs no
+    import of :mod:`glot_st.module` (which imports this one).
+    """
     repo = model_id or PLACEHOLDER_ID
-    glots = [(name, module) for name, module in model.named_modules() if isinstance(module, GLOT)]
+    glots = [
+        (name, module)
+        for name, module in model.named_modules()
+        if getattr(type(module), "config_file_name", None) == GLOT_CONFIG_FILE
+    ]
     lines = [
         "### GLOT pooling",
         "",

@@ -11,16 +11,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_model as load_safetensors_model
 from torch import Tensor, nn
 
-try:  # sentence-transformers 6
-    from sentence_transformers.base.modules import Module
-except ImportError:  # sentence-transformers 5
-    from sentence_transformers.models import Module
-
-from glot_st.freeze import freeze_modules
+from glot_st._compat import Module
+from glot_st.freeze import freeze_modules, modules_before
 from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph
 from glot_st.kernels import get_kernels
 from glot_st.layers import CONVS, make_layer
-from glot_st.model_card import attach_model_card
+from glot_st.model_card import GLOT_CONFIG_FILE, attach_model_card
 from glot_st.readout import JK_MODES, AttentionReadout, JumpingKnowledge
 
 logger = logging.getLogger(__name__)
@@ -72,7 +68,7 @@ class GLOT(Module):
             gradients, eval mode).
     """
 
-    config_file_name = "glot_config.json"
+    config_file_name = GLOT_CONFIG_FILE
     config_keys: list[str] = [
         "in_dim",
         "hidden_dim",
@@ -192,7 +188,7 @@ class GLOT(Module):
     def on_model_ready(self, model: nn.Module) -> None:
         """Freeze every module in front of this one when ``freeze_backbone`` is set; add the GLOT model card."""
         if self.freeze_backbone:
-            freeze_modules(_modules_before(model, self))
+            freeze_modules(modules_before(model, self))
         attach_model_card(model)
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
@@ -323,16 +319,6 @@ class GLOT(Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._kernels = get_kernels(self.backend)
-
-
-def _modules_before(model: nn.Module, target: nn.Module) -> list[nn.Module]:
-    """The modules in front of ``target`` in a sequential model (empty if ``target`` is not a child)."""
-    before = []
-    for module in model.children():
-        if module is target:
-            return before
-        before.append(module)
-    return []
 
 
 def _validate_config(config: dict[str, Any]) -> None:

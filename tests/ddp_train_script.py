@@ -47,14 +47,13 @@ def main() -> None:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
-    try:  # sentence-transformers 6
-        from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
-    except ImportError:  # sentence-transformers 5
-        from sentence_transformers.losses import CosineSimilarityLoss
+    from glot_st._compat import losses
 
-    from glot_st.data import load_split
+    CosineSimilarityLoss = losses.CosineSimilarityLoss
+
+    from glot_st.train.data import load_split
     from glot_st.resources import minilm_path
-    from glot_st.training import prepare_for_st_trainer
+    from glot_st.train.st_trainer import prepare_for_st_trainer
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

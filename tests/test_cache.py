@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import glot_st.cache as cache_mod
-from glot_st.cache import LengthBucketBatchSampler, TokenCache, build_cache, iter_cached_batches, open_cache
-from glot_st.data import load_split
+import glot_st.train.cache.store as cache_mod
+from glot_st.train.cache import LengthBucketBatchSampler, TokenCache, build_cache, iter_cached_batches, open_cache
+from glot_st.train.data import load_split
 
 MAX_LEN = 32
 

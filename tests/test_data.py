@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from glot_st.data import TASKS, TaskSpec, TextSplit, load_split
-from glot_st.metrics import METRICS
-from glot_st.resources import data_dir
+from glot_st.train.data import TASKS, TaskSpec, TextSplit, load_split
+from glot_st.train.metrics import METRICS
+from glot_st.train.data import resolve_data_dir as data_dir
 
 # documented in glot_st/datasets/README.md
 ROW_COUNTS = {

@@ -19,10 +19,7 @@ import glot_st
 from glot_st import GLOT
 from tiny_backbones import save_tiny_backbone
 
-try:  # sentence-transformers 6
-    from sentence_transformers.sentence_transformer.modules import Pooling
-except ImportError:  # pragma: no cover - sentence-transformers 5
-    from sentence_transformers.models import Pooling
+from glot_st._compat import Pooling
 
 SENTENCES = [
     "a man plays the guitar .",

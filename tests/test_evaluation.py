@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from glot_st.data import TASKS, load_split
-from glot_st.evaluation import (
+from glot_st.train.data import TASKS, load_split
+from glot_st.bench.runners import (
     METHOD_LABELS,
     Budget,
     _cap_rows,

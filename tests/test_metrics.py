@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glot_st.metrics import (
+from glot_st.train.metrics import (
     _average_ranks,
     accuracy,
     compute_metric,

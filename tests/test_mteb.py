@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("mteb")
 
-from glot_st.data import load_split  # noqa: E402
-from glot_st.metrics import pearson, spearman  # noqa: E402
-from glot_st.mteb_tasks import TASK_NAME, evaluate_mteb, make_stsb_task  # noqa: E402
+from glot_st.train.data import load_split  # noqa: E402
+from glot_st.train.metrics import pearson, spearman  # noqa: E402
+from glot_st.bench.mteb_tasks import TASK_NAME, evaluate_mteb, make_stsb_task  # noqa: E402
 
 LIMIT = 48
 
@@ -71,6 +71,6 @@ def test_mteb_spearman_equals_our_spearman_of_encode_cosines(glot_model):
 
 
 def test_module_import_does_not_import_mteb():
-    code = "import sys, glot_st.mteb_tasks; print('mteb' in sys.modules)"
+    code = "import sys, glot_st.bench.mteb_tasks; print('mteb' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

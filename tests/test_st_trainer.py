@@ -10,13 +10,10 @@ import torch
 from datasets import Dataset
 
 import glot_st
-from glot_st.data import load_split
-from glot_st.training import prepare_for_st_trainer
+from glot_st.train.data import load_split
+from glot_st.train.st_trainer import prepare_for_st_trainer
 
-try:  # sentence-transformers 6
-    from sentence_transformers.sentence_transformer import losses
-except ImportError:  # sentence-transformers 5
-    from sentence_transformers import losses
+from glot_st._compat import losses
 from sentence_transformers import InputExample, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from glot_st.stress import (
+from glot_st.bench.stress import (
     CONTEXTS,
     FILLER_WORDS,
     GAP,

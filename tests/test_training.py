@@ -10,18 +10,18 @@ import torch
 import torch.nn.functional as F
 
 import glot_st
-import glot_st.training as training_mod
+import glot_st.train.loop as training_mod
 from glot_st.baselines import make_pooler
-from glot_st.data import TextSplit, load_split
-from glot_st.heads import (
+from glot_st.train.data import TextSplit, load_split
+from glot_st.train.heads import (
     ClassificationHead,
     ContrastiveHead,
     PairClassificationHead,
     RegressionHead,
     make_head,
 )
-from glot_st.heads import load_head as heads_load_head
-from glot_st.training import load_head, train_cached
+from glot_st.train.heads import load_head as heads_load_head
+from glot_st.train import load_head, train_cached
 
 # ------------------------------------------------------------------------------------------------ heads
 
@@ -129,7 +129,7 @@ def test_heads_save_and_load(kind, config, tmp_path):
         loaded = load_head(path)
         assert type(loaded) is type(head) and loaded.config == head.config
         assert torch.equal(loaded.predict(a, b), head.predict(a, b))
-    assert heads_load_head is load_head and glot_st.load_head is load_head
+    assert heads_load_head is load_head and glot_st.train.load_head is load_head
 
 
 def test_load_head_errors_name_the_file(tmp_path):
@@ -273,7 +273,7 @@ def test_regression_head_trains_on_scores_scaled_once(fresh, stsb, cache_root, m
 
 
 def test_backbone_hashed_once_and_texts_validated_once(fresh, stsb, cache_root, monkeypatch):
-    import glot_st.cache as cache_mod
+    import glot_st.train.cache.store as cache_mod
 
     hashed, validated = [], []
     real_identity, real_validate = cache_mod.backbone_identity, cache_mod.validate_texts
@@ -383,7 +383,7 @@ def test_cli_rejects_temperature_without_contrastive_head(capsys, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the data should not be loaded")
 
-    monkeypatch.setattr("glot_st.data.load_split", never)
+    monkeypatch.setattr("glot_st.train.data.load_split", never)
     assert main(["train", "--task", "stsb", "--temperature", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "--temperature applies only to the contrastive head" in err and "'regression'" in err
@@ -404,10 +404,10 @@ def test_cli_turns_library_errors_into_exit_2(error, capsys, monkeypatch):
 
 
 def test_cli_choices_are_derived():
-    from glot_st.cache import CACHE_DTYPES
+    from glot_st.train.cache import CACHE_DTYPES
     from glot_st.cli import _GLOT_KEYS, GLOT_ARGUMENTS, build_parser
-    from glot_st.data import TASKS
-    from glot_st.heads import HEAD_KINDS
+    from glot_st.train.data import TASKS
+    from glot_st.train.heads import HEAD_KINDS
 
     parser = build_parser()
     train = next(a for a in parser._subparsers._group_actions[0].choices["train"]._actions if a.dest == "head")

@@ -40,7 +40,7 @@ __all__ = [
 
 CONFIG_NAME = "glot_head.json"
 WEIGHTS_NAME = "glot_head.safetensors"
-# sub-folder of a saved model that holds its head (see glot_st.training.train_cached(output_dir=...))
+# sub-folder of a saved model that holds its head (see glot_st.train.train_cached(output_dir=...))
 HEAD_SUBFOLDER = "glot_head"
 
 
@@ -405,7 +405,7 @@ def load_head(path: str | os.PathLike) -> TaskHead:
 
     Args:
         path: the head folder (``glot_head.json`` + ``glot_head.safetensors``), or a model folder holding it
-            in ``glot_head/`` (the ``output_dir`` of :func:`glot_st.training.train_cached`).
+            in ``glot_head/`` (the ``output_dir`` of :func:`glot_st.train.train_cached`).
 
     Returns:
         The rebuilt :class:`TaskHead`.

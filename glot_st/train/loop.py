@@ -1,8 +1,7 @@
 """Cached training of a pooler (GLOT by default) and a task head over a frozen backbone.
 
-The backbone runs once per split (see :mod:`glot_st.cache`); every epoch then only runs the pooler and the
-head on cached token states. Also holds the helpers that let sentence-transformers' own trainer train a
-frozen-backbone model (:func:`prepare_for_st_trainer`).
+The backbone runs once per split (see :mod:`glot_st.train.cache`); every epoch then only runs the pooler and
+the head on cached token states.
 """
 
 from __future__ import annotations
@@ -21,28 +20,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from glot_st.cache import (
+from glot_st.freeze import module_device
+from glot_st.train.cache import (
     LengthBucketBatchSampler,
     TokenCache,
-    _build_cache,
-    _make_key,
-    _module_device,
     backbone_identity,
+    build_cache,
+    cache_key,
     key_fingerprint,
     validate_texts,
 )
-from glot_st.freeze import freeze_modules
-from glot_st.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, load_head, make_head
-from glot_st.metrics import compute_metric
-from glot_st.module import _modules_before
+from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, make_head
+from glot_st.train.metrics import compute_metric
 
 __all__ = [
     "HEAD_SUBFOLDER",
     "TrainResult",
     "build_split_cache",
     "default_pooler",
-    "load_head",
-    "prepare_for_st_trainer",
     "seed_everything",
     "split_texts",
     "train_cached",
@@ -113,11 +108,11 @@ def default_pooler(model: torch.nn.Module) -> torch.nn.Module:
 def _task_spec(split: Any, task: Any) -> Any:
     if task is not None:
         return task
-    from glot_st.data import TASKS
+    from glot_st.train.data import TASKS
 
     if split.task not in TASKS:
         raise ValueError(
-            f"task {split.task!r} is not in glot_st.data.TASKS ({sorted(TASKS)}); pass task=TaskSpec(...)"
+            f"task {split.task!r} is not in glot_st.train.data.TASKS ({sorted(TASKS)}); pass task=TaskSpec(...)"
         )
     return TASKS[split.task]
 
@@ -200,36 +195,19 @@ def build_split_cache(
         dtype: ``"float16"`` or ``"float32"``.
         batch_size: texts per backbone forward.
         show_progress_bar: tqdm bar while caching.
-        backbone: ``glot_st.cache.backbone_identity(model)`` if already computed (hashing the weights is
-            the expensive part of the key); ``None`` computes it.
+        backbone: ``glot_st.train.cache.backbone_identity(model)`` if already computed (hashing the weights
+            is the expensive part of the key); ``None`` computes it.
 
     Returns:
-        The :class:`~glot_st.cache.TokenCache`; row i holds ``split_texts(split)[i]``.
+        The :class:`~glot_st.train.cache.TokenCache`; row i holds ``split_texts(split)[i]``.
     """
     where = f"split {split.task}/{split.split}"
     texts_a = validate_texts(split.texts_a, name=f"{where} column texts_a")
     texts_b = None if split.texts_b is None else validate_texts(split.texts_b, name=f"{where} column texts_b")
-    return _build_split_cache(
-        model, split, _unique_texts(texts_a, texts_b), cache_root, dtype=dtype, batch_size=batch_size,
-        show_progress_bar=show_progress_bar, backbone=backbone,
-    )
-
-
-def _build_split_cache(
-    model: torch.nn.Module,
-    split: Any,
-    unique: list[str],
-    cache_root: str | os.PathLike,
-    *,
-    dtype: str,
-    batch_size: int,
-    show_progress_bar: bool,
-    backbone: dict[str, str] | None,
-) -> TokenCache:
-    """:func:`build_split_cache` with the split's validated unique texts (``split_texts``) already computed."""
-    key = _make_key(model, unique, backbone)
+    unique = _unique_texts(texts_a, texts_b)
+    key = cache_key(model, unique, backbone=backbone)
     folder = Path(cache_root) / f"{split.task}-{split.split}-{key_fingerprint(key)}-{dtype}"
-    return _build_cache(
+    return build_cache(
         model, unique, folder, dtype=dtype, batch_size=batch_size, show_progress_bar=show_progress_bar, key=key
     )
 
@@ -247,8 +225,8 @@ def _cache_split(
 ) -> _CachedSplit:
     texts_a, texts_b, labels = _validate_split(split, head, role)
     unique = _unique_texts(texts_a, texts_b)
-    cache = _build_split_cache(
-        model, split, unique, cache_root, dtype=dtype, batch_size=cache_batch_size,
+    cache = build_split_cache(
+        model, split, cache_root, dtype=dtype, batch_size=cache_batch_size,
         show_progress_bar=show_progress_bar, backbone=backbone,
     )
     row_of = {text: i for i, text in enumerate(unique)}
@@ -327,13 +305,13 @@ def train_cached(
     Args:
         model: ``SentenceTransformer`` whose first module is the frozen ``Transformer`` (e.g. from
             :func:`glot_st.from_backbone`).
-        train_split: a ``glot_st.data.TextSplit`` (``task``, ``split``, ``texts_a`` N strings, ``texts_b`` N
+        train_split: a ``glot_st.train.data.TextSplit`` (``task``, ``split``, ``texts_a`` N strings, ``texts_b`` N
             strings or ``None``, ``labels`` N ints / floats).
         eval_split: a ``TextSplit`` of the same task scored with the task metric after every epoch, or
             ``None`` (then the epoch with the lowest training loss is kept).
         pooler: module with ``pool(token_states (B, L, d) float, attention_mask (B, L)) -> (B, D)`` and
             ``get_sentence_embedding_dimension() -> D``; default: the model's GLOT module.
-        task: a ``TaskSpec`` (``kind``, ``num_labels``, ``metric``); default ``glot_st.data.TASKS[task name]``.
+        task: a ``TaskSpec`` (``kind``, ``num_labels``, ``metric``); default ``glot_st.train.data.TASKS[task name]``.
         head: a ready head; default: built from ``head_kind``.
         head_kind: ``"single"``, ``"pair"``, ``"regression"`` or ``"contrastive"``; default the task kind.
         head_config: extra head arguments (e.g. ``{"temperature": 0.05}``).
@@ -388,7 +366,7 @@ def train_cached(
             f"the contrastive head predicts cosine scores; task {spec.name!r} is scored by {spec.metric!r}. "
             "Use a classification head, or eval_split=None"
         )
-    pooler_home = _module_device(pooler)
+    pooler_home = module_device(pooler)
     head.to(run_device)
 
     tmp = tempfile.TemporaryDirectory(prefix="glot_cache_") if cache_dir is None else None
@@ -489,25 +467,3 @@ def train_cached(
         head.save(output_dir / HEAD_SUBFOLDER)
         (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
-
-
-def prepare_for_st_trainer(model: torch.nn.Module) -> list[str]:
-    """Make a frozen-backbone model ready for ``SentenceTransformerTrainer`` / ``model.fit``.
-
-    Freezes (no gradients, pinned eval mode) every module in front of the pooler, and checks something is
-    left to train.
-
-    Args:
-        model: ``SentenceTransformer`` (e.g. Transformer + GLOT).
-
-    Returns:
-        Names of the trainable parameters.
-
-    Raises:
-        ValueError: no trainable parameter is left.
-    """
-    freeze_modules(_modules_before(model, default_pooler(model)))
-    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("the model has no trainable parameters after freezing the backbone")
-    return trainable

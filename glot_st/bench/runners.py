@@ -2,7 +2,7 @@
 
 Both runners compare the same poolers (``METHODS``: CLS, mean, max, AdaPool, GLOT) under one training
 budget (:class:`Budget`: epochs, learning rate, batch size, weight decay) with cached training
-(:func:`glot_st.training.train_cached`): the frozen backbone runs once per dataset and every method trains
+(:func:`glot_st.train.train_cached`): the frozen backbone runs once per dataset and every method trains
 its pooler (if it has weights) and a task head from the same token-state cache.
 
 * :func:`run_stress`: ``make_stress_task(rho, n_train, n_eval, seed)`` for every (rho, seed); a linear
@@ -22,12 +22,12 @@ Public API::
 
     METHODS, Budget, make_method_pooler(name, in_dim, glot_config=None), train_method(...),
     run_stress(...), run_glue(...), stress_markdown(results), glue_markdown(results), plot_stress(results, path)
-    stress_main(args), glue_main(args)   (the ``glot-st stress`` / ``glot-st glue`` handlers)
+
+The ``glot-st stress`` / ``glot-st glue`` commands (:mod:`glot_st.cli`) call the runners.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -43,11 +43,12 @@ import numpy as np
 import torch
 
 from glot_st.baselines import make_pooler
-from glot_st.data import TASKS, TextSplit, load_split
-from glot_st.metrics import spearman
+from glot_st.bench.paths import results_dir
+from glot_st.train.data import TASKS, TextSplit, load_split
+from glot_st.train.metrics import spearman
 from glot_st.module import GLOT
-from glot_st.stress import PAPER_RHOS, STRESS_TASK, make_stress_task
-from glot_st.training import seed_everything, train_cached
+from glot_st.bench.stress import PAPER_RHOS, STRESS_TASK, make_stress_task
+from glot_st.train.loop import seed_everything, train_cached
 
 __all__ = [
     "DEFAULT_GLUE_DIR",
@@ -57,14 +58,12 @@ __all__ = [
     "METHOD_LABELS",
     "STRESS_TARGET",
     "Budget",
-    "glue_main",
     "glue_markdown",
     "load_backbone",
     "make_method_pooler",
     "plot_stress",
     "run_glue",
     "run_stress",
-    "stress_main",
     "stress_markdown",
     "summarize",
     "train_method",
@@ -79,8 +78,8 @@ METRIC_LABELS: dict[str, str] = {"mcc": "MCC", "accuracy": "Acc", "spearman": "S
 STRESS_TARGET = 0.97
 #: the rows of a capped training set are drawn with this seed (independent of the training seeds)
 SUBSET_SEED = 12345
-DEFAULT_STRESS_DIR = Path("benchmarks/results/stress")
-DEFAULT_GLUE_DIR = Path("benchmarks/results/glue")
+DEFAULT_STRESS_DIR = results_dir("stress")
+DEFAULT_GLUE_DIR = results_dir("glue")
 UNTRAINED_ROW = "minilm_mean_untrained"
 
 Log = Callable[[str], None]
@@ -720,101 +719,3 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     if unknown or not methods:
         raise ValueError(f"unknown or no method(s) {unknown}; choose from {', '.join(METHODS)}")
     return methods
-
-
-# --------------------------------------------------------------------------------------------- CLI handlers
-
-
-def _csv(text: str | Sequence[Any] | None, cast: Callable[[str], Any]) -> list[Any] | None:
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        return [cast(item) for item in text]
-    return [cast(item) for item in text.split(",") if item.strip()]
-
-
-def _budget(args: argparse.Namespace) -> Budget:
-    default = Budget()
-    picked = {
-        name: getattr(args, name, None) if getattr(args, name, None) is not None else getattr(default, name)
-        for name in ("epochs", "lr", "batch_size", "weight_decay")
-    }
-    return Budget(**picked)
-
-
-def _glot_config(args: argparse.Namespace) -> dict[str, Any] | None:
-    text = getattr(args, "glot_config", None)
-    if text is None:
-        return None
-    config = json.loads(text)
-    if not isinstance(config, dict):
-        raise ValueError("--glot-config must be a JSON object")
-    return config
-
-
-def _opt(args: argparse.Namespace, name: str, default: Any) -> Any:
-    value = getattr(args, name, None)
-    return default if value is None else value
-
-
-def stress_main(args: argparse.Namespace) -> int:
-    """``glot-st stress``: run :func:`run_stress` from parsed arguments (``None`` = the runner's default).
-
-    Reads ``methods``, ``rhos``, ``seeds`` (comma-separated strings), ``n_train``, ``n_eval``, ``length``,
-    ``epochs``, ``lr``, ``batch_size``, ``weight_decay``, ``max_seq_length``, ``output_dir``, ``cache_dir``,
-    ``glot_config`` (JSON), ``resume``, ``no_plot``, ``progress``; prints the markdown table.
-    """
-    if getattr(args, "data_dir", None) is not None:
-        _print("note: the stress test generates its own data; --data-dir is not used by `glot-st stress`")
-    output_dir = _opt(args, "output_dir", DEFAULT_STRESS_DIR)
-    no_plot = bool(getattr(args, "no_plot", False))
-    results = run_stress(
-        methods=_csv(_opt(args, "methods", ",".join(METHODS)), str),
-        rhos=_csv(_opt(args, "rhos", ",".join(map(str, PAPER_RHOS))), float),
-        seeds=_csv(_opt(args, "seeds", "0,1,2"), int),
-        n_train=_opt(args, "n_train", 2000),
-        n_eval=_opt(args, "n_eval", 500),
-        length=_opt(args, "length", 128),
-        budget=_budget(args),
-        max_seq_length=_opt(args, "max_seq_length", 256),
-        output_dir=output_dir,
-        cache_dir=getattr(args, "cache_dir", None),
-        glot_config=_glot_config(args),
-        resume=bool(getattr(args, "resume", False)),
-        plot=not no_plot,
-        show_progress_bar=bool(getattr(args, "progress", False)),
-    )
-    print(stress_markdown(results))
-    written = ["stress.json", "stress.md"] + ([] if no_plot else ["stress_accuracy_vs_rho.png"])
-    print(f"written to {output_dir}: {', '.join(written)}")
-    return 0
-
-
-def glue_main(args: argparse.Namespace) -> int:
-    """``glot-st glue``: run :func:`run_glue` from parsed arguments (``None`` = the runner's default).
-
-    Reads ``tasks``, ``methods``, ``seeds`` (comma-separated strings), ``max_train`` / ``max_eval`` (0 = no
-    cap), ``epochs``, ``lr``, ``batch_size``, ``weight_decay``, ``max_seq_length``, ``data_dir``,
-    ``output_dir``, ``cache_dir``, ``glot_config`` (JSON), ``resume``, ``no_untrained``, ``progress``; prints
-    the markdown table.
-    """
-    output_dir = _opt(args, "output_dir", DEFAULT_GLUE_DIR)
-    results = run_glue(
-        tasks=_csv(_opt(args, "tasks", ",".join(GLUE_TASKS)), str),
-        methods=_csv(_opt(args, "methods", ",".join(METHODS)), str),
-        seeds=_csv(_opt(args, "seeds", "0,1,2"), int),
-        max_train=_opt(args, "max_train", 20000) or None,
-        max_eval=_opt(args, "max_eval", 0) or None,
-        budget=_budget(args),
-        max_seq_length=_opt(args, "max_seq_length", 256),
-        data_dir=getattr(args, "data_dir", None),
-        output_dir=output_dir,
-        cache_dir=getattr(args, "cache_dir", None),
-        glot_config=_glot_config(args),
-        resume=bool(getattr(args, "resume", False)),
-        untrained_baseline=not bool(getattr(args, "no_untrained", False)),
-        show_progress_bar=bool(getattr(args, "progress", False)),
-    )
-    print(glue_markdown(results))
-    print(f"written to {output_dir}: glue.json, glue.md")
-    return 0

@@ -1,13 +1,14 @@
-"""Loaders of the bundled GLUE-lite / STS-B copy in ``glot_st/datasets/``.
+"""Text splits and loaders of the GLUE-lite / STS-B copy in the repository's top-level ``data/`` folder.
 
-The five tasks and their files are described in ``glot_st/datasets/README.md``. Every file is
+The five tasks and their files are described in ``data/README.md``. The copy is not part of the wheel: a
+clone finds it by itself, pip users pass ``data_dir`` (``--data-dir``) or set ``GLOT_ST_DATA_DIR``. Every file is
 tab-separated and read with quoting off (MRPC and SST-2 text contains quote characters); a file is
 decoded as UTF-8 and a leading byte-order mark (MRPC) is dropped. Rows are split on ``"\\n"`` only, so
 text holding other Unicode line separators stays in its row.
 
 Public API::
 
-    TextSplit, TaskSpec, TASKS, load_split(task, split, data_dir=None, limit=None)
+    TextSplit, TaskSpec, TASKS, resolve_data_dir(override=None), load_split(task, split, data_dir=None, limit=None)
 """
 
 from __future__ import annotations
@@ -17,9 +18,36 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .resources import data_dir as _resolve_data_dir
+__all__ = ["DATA_DIR_ENV", "TASKS", "TaskSpec", "TextSplit", "load_split", "resolve_data_dir"]
 
-__all__ = ["TASKS", "TaskSpec", "TextSplit", "load_split"]
+DATA_DIR_ENV = "GLOT_ST_DATA_DIR"
+# a clone (or editable install) keeps the copy at the repository root, two folders above this package
+_CLONE_DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def resolve_data_dir(override: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``stsb/``, ``sst2/``, ``cola/``, ``mrpc/`` and ``rte/``.
+
+    Args:
+        override: a folder laid out like the repository's ``data/`` (the ``--data-dir`` option); ``None``
+            means ``$GLOT_ST_DATA_DIR`` if set, else the ``data/`` folder of a clone.
+
+    Raises:
+        FileNotFoundError: the folder does not exist, naming it and how to pass another one.
+    """
+    if override is None:
+        override = os.environ.get(DATA_DIR_ENV) or None
+    if override is not None:
+        folder = Path(override)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data directory {str(folder)!r} does not exist")
+        return folder
+    if not (_CLONE_DATA / "stsb").is_dir():
+        raise FileNotFoundError(
+            "the GLUE-lite / STS-B copy is not installed with the wheel; pass --data-dir (data_dir=...) or set "
+            f"{DATA_DIR_ENV} to a folder laid out like the repository's data/ folder"
+        )
+    return _CLONE_DATA
 
 
 @dataclass(frozen=True)
@@ -245,7 +273,7 @@ def load_split(
     Args:
         task: one of ``TASKS`` (``"stsb"``, ``"sst2"``, ``"cola"``, ``"mrpc"``, ``"rte"``).
         split: one of ``TASKS[task].splits`` (``"train"``, ``"dev"``, and ``"test"`` for STS-B).
-        data_dir: a folder laid out like ``glot_st/datasets`` (``None``: the bundled copy).
+        data_dir: a folder laid out like the repository's ``data/`` (``None``: see :func:`resolve_data_dir`).
         limit: keep only the first ``limit`` rows in file order (``None``: all rows). Must be ``>= 1``.
 
     Returns:
@@ -266,7 +294,7 @@ def load_split(
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
 
     fmt = _FORMATS[task]
-    path = _resolve_data_dir(data_dir) / fmt.folder / fmt.files[split]
+    path = resolve_data_dir(data_dir) / fmt.folder / fmt.files[split]
     texts_a: list[str] = []
     texts_b: list[str] | None = [] if fmt.col_b is not None else None
     labels: list = []

@@ -72,7 +72,7 @@ def _task_class() -> type:
         def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
             if self.data_loaded:
                 return
-            from glot_st.data import load_split
+            from glot_st.train.data import load_split
 
             split = load_split("stsb", "test", data_dir=self.data_dir, limit=self.limit)
             self.dataset = DatasetDict(

@@ -27,10 +27,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 import glot_st  # noqa: E402
-from glot_st.evaluation import METHOD_LABELS, Budget, train_method  # noqa: E402
+from glot_st.bench.runners import METHOD_LABELS, Budget, train_method  # noqa: E402
 from glot_st.resources import minilm_path  # noqa: E402
-from glot_st.stress import STRESS_TASK, make_stress_task  # noqa: E402
-from glot_st.training import train_cached  # noqa: E402
+from glot_st.bench.stress import STRESS_TASK, make_stress_task  # noqa: E402
+from glot_st.train.loop import train_cached  # noqa: E402
 
 RHO = 0.9
 SEED = 0

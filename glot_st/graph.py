@@ -11,8 +11,10 @@ Every valid token also has a self-loop. No edge touches padding and no edge cros
 
 Similarity is computed in blocks of at most ``block_elements`` entries, so a long input (say 8192 tokens)
 never holds its whole ``L x L`` matrix; the sparse edge list comes out sorted by destination (then source),
-ready to be used as CSR rows without another sort. The dense layout is that same edge list scattered into
-a ``(B, L, L)`` adjacency, so both layouts share one definition of the graph.
+ready to be used as CSR rows without another sort. The dense layout is built from one ``(B, L, L)``
+similarity of the whole batch with the same comparisons (same products, same threshold, same top-k), with
+no edge list and no host sync; ``tests/test_graph_properties.py`` checks that both layouts hold the same
+graph.
 """
 
 from __future__ import annotations
@@ -21,35 +23,31 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from glot_st.graph_ops import DenseGraph, SparseGraph
+from glot_st.graph_ops import DenseGraph, SparseGraph, valid_tokens
 from glot_st.kernels import get_kernels
 
 GRAPH_KINDS = ("threshold", "topk", "mutual_knn")
 EDGE_WEIGHTS = ("binary", "cosine")
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
 
-__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "valid_tokens"]
+__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "normalize_tokens", "valid_tokens"]
 
 
-def valid_tokens(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Flatten the valid tokens of a padded batch.
+def normalize_tokens(token_states: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
+    """Unit token vectors in float32, exactly as ``F.normalize(token_states.float(), dim=-1)``, and their norms.
 
     Args:
-        mask: (B, L) bool, True at real tokens.
+        token_states: (B, L, d) float tensor of any float dtype.
 
     Returns:
-        ``(node_position, node_batch, sentence_rowptr)``: (N,) int64 flat index ``b * L + i`` of every valid
-        token in row-major order, (N,) int64 its sentence, and (B+1,) int64 where each sentence's tokens start.
+        ``(unit, norm)``: (B, L, d) float32 and (B, L, 1) float32 (non-finite where a token has a NaN or inf, or
+        values too large for a float32 norm).
     """
-    batch, length = mask.shape
-    node_position = mask.reshape(-1).nonzero().squeeze(1)
-    node_batch = torch.div(node_position, length, rounding_mode="floor")
-    counts = mask.sum(1)
-    sentence_rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    return node_position, node_batch, sentence_rowptr
+    states = token_states.float()
+    norm = torch.linalg.vector_norm(states, dim=-1, keepdim=True)
+    return states / norm.clamp_min(eps).expand_as(states), norm
 
 
 def build_token_graph(
@@ -63,6 +61,7 @@ def build_token_graph(
     layout: str = "sparse",
     backend: str | ModuleType = "native",
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    unit: Tensor | None = None,
 ) -> SparseGraph | DenseGraph:
     """Build the token graphs of a padded batch.
 
@@ -75,7 +74,9 @@ def build_token_graph(
         edge_weight: ``"binary"`` (1 on every edge) or ``"cosine"`` (the similarity clamped at 0; self-loops 1).
         layout: ``"sparse"`` (destination-sorted CSR edge list) or ``"dense"`` (masked ``(B, L, L)`` adjacency).
         backend: kernel set name or module (see :mod:`glot_st.kernels`), stored on the graph for the layers.
-        block_elements: the most similarity entries computed at once.
+        block_elements: the most similarity entries computed at once by the sparse layout (the dense layout
+            holds the whole ``(B, L, L)`` similarity, as it holds the ``(B, L, L)`` adjacency).
+        unit: the unit token vectors when already computed (``normalize_tokens(token_states)[0]``).
 
     Returns:
         A :class:`~glot_st.graph_ops.SparseGraph` or :class:`~glot_st.graph_ops.DenseGraph`.
@@ -96,7 +97,10 @@ def build_token_graph(
     kernels = get_kernels(backend) if isinstance(backend, str) else backend
 
     mask = attention_mask.to(device=token_states.device).bool()
-    unit = F.normalize(token_states.float(), dim=-1)
+    if unit is None:
+        unit = normalize_tokens(token_states)[0]
+    if layout == "dense":
+        return _dense_graph(unit, mask, graph, tau, k, edge_weight == "cosine", kernels)
     knn = _knn_indices(unit, mask, k, block_elements) if graph == "mutual_knn" else None
     flat_mask = mask.reshape(-1)
     node_position, node_batch, sentence_rowptr = valid_tokens(mask)
@@ -124,26 +128,40 @@ def build_token_graph(
     src = _concat(src_parts, node_position.new_zeros(0))
     # binary graphs: a weight of 1 on every edge, made once instead of gathered block by block
     weight = _concat(weight_parts, unit.new_zeros(0)) if cosine else unit.new_ones(dst.numel())
-    if layout == "dense":
-        return _to_dense(src, dst, weight, mask, common)
     counts = torch.bincount(dst, minlength=common["num_nodes"])
     rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return SparseGraph(src=src, dst=dst, rowptr=rowptr, weight=weight, **common)
 
 
-def _to_dense(src: Tensor, dst: Tensor, weight: Tensor, mask: Tensor, common: dict) -> DenseGraph:
-    """Scatter the edge list into a (B, L, L) adjacency and weight (one definition of the graph for both
-    layouts); padding rows get a lone self-loop of weight 0 so every softmax row is defined."""
-    batch, length = mask.shape
-    rows = common["node_position"].index_select(0, dst)  # flat (b, i) of the destination
-    cols = common["node_position"].index_select(0, src) % length  # token j of the source
-    adjacency = torch.zeros((batch * length, length), dtype=torch.bool, device=mask.device)
-    adjacency[rows, cols] = True
-    dense_weight = torch.zeros((batch * length, length), dtype=weight.dtype, device=mask.device)
-    dense_weight[rows, cols] = weight
-    eye = torch.eye(length, dtype=torch.bool, device=mask.device)
-    adjacency = adjacency.view(batch, length, length) | (eye & ~mask.unsqueeze(2))
-    return DenseGraph(adjacency=adjacency, weight=dense_weight.view(batch, length, length), **common)
+def _dense_graph(
+    unit: Tensor, mask: Tensor, graph: str, tau: float, k: int, cosine: bool, kernels: ModuleType
+) -> DenseGraph:
+    """The graph as a ``(B, L, L)`` adjacency, from one batched similarity: no edge list, no host sync.
+
+    The comparisons are those of :func:`_block_edges` (on the same products), so both layouts hold the same
+    edges; every position gets a self-loop, padding rows nothing else.
+    """
+    sim = torch.bmm(unit, unit.transpose(1, 2))  # (B, L, L) float32
+    rows, cols = mask.unsqueeze(2), mask.unsqueeze(1)
+    if graph == "threshold":
+        adjacency = (sim > tau) & rows & cols
+    else:
+        # k nearest other valid tokens of every row, as a (B, L, L) bool; the self-loop is added below
+        candidates = sim.masked_fill(~cols if graph == "topk" else ~(rows & cols), float("-inf"))
+        candidates.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+        top = candidates.topk(min(k, sim.shape[-1]), dim=-1)
+        del candidates
+        adjacency = torch.zeros(sim.shape, dtype=torch.bool, device=sim.device)
+        adjacency.scatter_(-1, top.indices, top.values > float("-inf"))
+        if graph == "mutual_knn":
+            adjacency = adjacency & adjacency.transpose(1, 2)
+        adjacency &= rows
+    adjacency.diagonal(dim1=1, dim2=2).fill_(True)
+    weight = None
+    if cosine:  # the clamped similarity on the edges of valid rows, 1 on their self-loops
+        sim.diagonal(dim1=1, dim2=2).fill_(1.0)
+        weight = sim.clamp_min_(0.0).masked_fill_(~(adjacency & rows), 0.0)
+    return DenseGraph(mask=mask, adjacency=adjacency, edge_weight=weight, kernels=kernels)
 
 
 def _concat(parts: list[Tensor], empty: Tensor) -> Tensor:

@@ -84,12 +84,13 @@ class GATLayer(nn.Module):
     def forward(self, x: Tensor, graph: SparseGraph | DenseGraph) -> Tensor:
         """(N, in_dim) -> (N, out_dim)."""
         h = self.lin(x).view(-1, self.heads, self.channels)  # (N, H, C)
-        logits = graph.edge_logits((h * self.att_src).sum(-1), (h * self.att_dst).sum(-1))  # edge tensor, H
+        att = torch.cat([self.att_src, self.att_dst])  # (2, H, C)
+        scores = torch.einsum("nhc,khc->nhk", h, att)  # (N, H, 2): a_src . W x and a_dst . W x per head
+        edge_scale = None
         if self.lin_edge is not None:
             # lin_edge has no bias, so a_edge . W_e w = w * (a_edge . W_e[:, 0]): one scalar per head.
-            per_head = (self.lin_edge.weight.view(1, self.heads, self.channels) * self.att_edge).sum(-1).view(-1)
-            logits = logits + graph.edge_weights(per_head.to(logits.dtype))
-        alpha = graph.softmax(F.leaky_relu(logits, self.negative_slope))
+            edge_scale = (self.lin_edge.weight.view(1, self.heads, self.channels) * self.att_edge).sum(-1).view(-1)
+        alpha = graph.attention(scores[..., 0], scores[..., 1], self.negative_slope, edge_scale)  # edge tensor, H
         alpha = F.dropout(alpha, p=self.attention_dropout, training=self.training)
         out = graph.propagate(h, alpha)  # (N, H, C)
         # explicit width: reshape(N, -1) is ambiguous for a batch without tokens (N = 0)

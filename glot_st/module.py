@@ -17,7 +17,8 @@ except ImportError:  # sentence-transformers 5
     from sentence_transformers.models import Module
 
 from glot_st.freeze import freeze_modules
-from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph
+from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph, normalize_tokens
+from glot_st.graph_ops import DenseGraph, SparseGraph
 from glot_st.kernels import get_kernels
 from glot_st.layers import CONVS, make_layer
 from glot_st.model_card import attach_model_card
@@ -70,7 +71,16 @@ class GLOT(Module):
         output_token_states: also write the refined token states under ``glot_token_embeddings``.
         freeze_backbone: when the module becomes part of a model, freeze every module in front of it (no
             gradients, eval mode).
+
+    Attributes:
+        validate_inputs: a runtime switch, not saved with the config (default ``True``). When set, a NaN or inf
+            value at a real token raises a ValueError naming the batch rows; the check reuses the token norms
+            the graph needs, and reads one bool on the host. Set it to ``False`` for a forward without any host
+            sync on the dense layout (CUDA graphs, ``torch.compile(fullgraph=True)``): a non-finite token then
+            gives a NaN embedding for its sentence instead of an error.
     """
+
+    validate_inputs: bool = True
 
     config_file_name = "glot_config.json"
     config_keys: list[str] = [
@@ -251,8 +261,11 @@ class GLOT(Module):
     def _pool(self, token_states: Tensor, attention_mask: Tensor, with_tokens: bool) -> tuple[Tensor, Tensor | None]:
         mask = self._check_inputs(token_states, attention_mask)
         batch, length, _ = token_states.shape
-        dtype = self.readout.scorer[0].weight.dtype
+        layout = self._choose_layout(batch, length, token_states.device)
         with torch.no_grad():
+            unit, norm = normalize_tokens(token_states)
+            if self.validate_inputs:
+                _raise_on_non_finite(norm.squeeze(-1), mask)
             graph = build_token_graph(
                 token_states,
                 mask,
@@ -260,16 +273,16 @@ class GLOT(Module):
                 graph=self.graph,
                 k=self.k,
                 edge_weight=self.edge_weight,
-                layout=self._choose_layout(batch, length),
+                layout=layout,
                 backend=self._kernels,
+                unit=unit,
             )
+            del unit, norm
+        if layout == "dense":
+            return self._pool_dense(token_states, mask, graph, with_tokens)
+        dtype = self.readout.scorer[0].weight.dtype
         nodes = token_states.reshape(batch * length, self.in_dim).index_select(0, graph.node_position).to(dtype)
-        hidden, layer_outputs = nodes, []
-        for layer in self.layers:
-            hidden = F.dropout(F.relu(layer(hidden, graph)), p=self.dropout, training=self.training)
-            layer_outputs.append(hidden)
-        features = self.jumping_knowledge(nodes, layer_outputs)
-
+        features = self._refine(nodes, graph)
         embeddings, _ = self.readout(features, graph.node_batch, graph.sentence_rowptr, batch, self._kernels)
         if not with_tokens:
             return embeddings, None
@@ -277,7 +290,37 @@ class GLOT(Module):
         padded = padded.index_copy(0, graph.node_position, features).view(batch, length, features.shape[1])
         return embeddings, padded
 
-    def _choose_layout(self, batch: int, length: int) -> str:
+    def _pool_dense(
+        self, token_states: Tensor, mask: Tensor, graph: DenseGraph, with_tokens: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """The dense layout on all ``B * L`` rows of the padded grid: no gather, no scatter, no host sync."""
+        batch, length, _ = token_states.shape
+        dtype = self.readout.scorer[0].weight.dtype
+        # padding rows become zeros: finite, so the zero attention and readout weights cancel them exactly
+        nodes = torch.where(mask.unsqueeze(2), token_states, 0.0).to(dtype).view(batch * length, self.in_dim)
+        hidden, layer_outputs = nodes, []
+        for layer in self.layers:
+            hidden = F.dropout(F.relu(layer(hidden, graph)), p=self.dropout, training=self.training)
+            layer_outputs.append(hidden)
+        if self.jk == "cat":  # the readout takes the parts, so the (B*L, D) features are never concatenated
+            parts = [nodes, *layer_outputs]
+        else:
+            parts = [self.jumping_knowledge(nodes, layer_outputs)]
+        parts = [part.view(batch, length, part.shape[-1]) for part in parts]
+        embeddings, _ = self.readout.pool_padded(parts, mask)
+        if not with_tokens:
+            return embeddings, None
+        return embeddings, torch.cat(parts, dim=-1).masked_fill(~mask.unsqueeze(2), 0.0)
+
+    def _refine(self, nodes: Tensor, graph: SparseGraph | DenseGraph) -> Tensor:
+        """Message passing and jumping knowledge: (rows, in_dim) -> (rows, D)."""
+        hidden, layer_outputs = nodes, []
+        for layer in self.layers:
+            hidden = F.dropout(F.relu(layer(hidden, graph)), p=self.dropout, training=self.training)
+            layer_outputs.append(hidden)
+        return self.jumping_knowledge(nodes, layer_outputs)
+
+    def _choose_layout(self, batch: int, length: int, device: torch.device | str = "cpu") -> str:
         if self.layout != "auto":
             return self.layout
         if self.conv == "gine":
@@ -286,7 +329,7 @@ class GLOT(Module):
         return "dense" if batch * heads * length * length <= self.dense_max_elements else "sparse"
 
     def _check_inputs(self, token_states: Tensor, attention_mask: Tensor) -> Tensor:
-        """Validate shapes, width and values; return the mask as a bool (B, L) tensor."""
+        """Validate shapes, width and dtype; return the mask as a bool (B, L) tensor (values: see ``_pool``)."""
         if not isinstance(token_states, Tensor) or token_states.dim() != 3:
             shape = tuple(token_states.shape) if isinstance(token_states, Tensor) else type(token_states).__name__
             raise ValueError(f"token_embeddings must be a (batch, tokens, in_dim) tensor; got {shape}")
@@ -302,13 +345,7 @@ class GLOT(Module):
                 f"attention_mask has shape {tuple(attention_mask.shape)} but token_embeddings have "
                 f"(batch, tokens) = {tuple(token_states.shape[:2])}"
             )
-        mask = attention_mask.to(device=token_states.device) != 0
-        # a token is finite iff its largest |value| is (amax propagates NaN); ~10x faster on CPU than isfinite(x)
-        finite = torch.isfinite(token_states.abs().amax(-1)) | ~mask
-        if not bool(finite.all()):
-            rows = (~finite).any(-1).nonzero().flatten().tolist()
-            raise ValueError(f"token_embeddings contain NaN or inf at real tokens of batch row(s) {rows[:10]}")
-        return mask
+        return attention_mask.to(device=token_states.device) != 0
 
     def __repr__(self) -> str:
         return f"GLOT({self.get_config_dict()})"
@@ -333,6 +370,20 @@ def _modules_before(model: nn.Module, target: nn.Module) -> list[nn.Module]:
             return before
         before.append(module)
     return []
+
+
+def _raise_on_non_finite(norm: Tensor, mask: Tensor) -> None:
+    """ValueError naming the batch rows whose real tokens have a non-finite norm (a NaN or inf value).
+
+    ``norm``: (B, L) float32 token norms; ``mask``: (B, L) bool. Reads one bool on the host (a device sync).
+    """
+    bad = ~torch.isfinite(norm) & mask
+    if bool(bad.any()):
+        rows = bad.any(-1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"token_embeddings contain NaN or inf (or values too large for a float32 norm) at real tokens of "
+            f"batch row(s) {rows[:10]}"
+        )
 
 
 def _validate_config(config: dict[str, Any]) -> None:

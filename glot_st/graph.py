@@ -35,11 +35,15 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 24
 __all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "normalize_tokens", "valid_tokens"]
 
 
-def normalize_tokens(token_states: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
+def normalize_tokens(
+    token_states: Tensor, mask: Tensor | None = None, eps: float = 1e-12
+) -> tuple[Tensor, Tensor]:
     """Unit token vectors in float32, exactly as ``F.normalize(token_states.float(), dim=-1)``, and their norms.
 
     Args:
         token_states: (B, L, d) float tensor of any float dtype.
+        mask: optional (B, L) bool; padding positions then get NaN unit vectors, so their similarities are
+            NaN and fail every comparison (a threshold graph needs no mask pass over its ``(B, L, L)``).
 
     Returns:
         ``(unit, norm)``: (B, L, d) float32 and (B, L, 1) float32 (non-finite where a token has a NaN or inf, or
@@ -47,7 +51,10 @@ def normalize_tokens(token_states: Tensor, eps: float = 1e-12) -> tuple[Tensor, 
     """
     states = token_states.float()
     norm = torch.linalg.vector_norm(states, dim=-1, keepdim=True)
-    return states / norm.clamp_min(eps).expand_as(states), norm
+    denominator = norm.clamp_min(eps)
+    if mask is not None:
+        denominator = denominator.masked_fill(~mask.unsqueeze(2), float("nan"))
+    return states / denominator, norm
 
 
 def build_token_graph(
@@ -76,7 +83,8 @@ def build_token_graph(
         backend: kernel set name or module (see :mod:`glot_st.kernels`), stored on the graph for the layers.
         block_elements: the most similarity entries computed at once by the sparse layout (the dense layout
             holds the whole ``(B, L, L)`` similarity, as it holds the ``(B, L, L)`` adjacency).
-        unit: the unit token vectors when already computed (``normalize_tokens(token_states)[0]``).
+        unit: the unit token vectors when already computed: exactly ``normalize_tokens(token_states, mask)[0]``
+            (NaN at padding, which the dense threshold graph relies on).
 
     Returns:
         A :class:`~glot_st.graph_ops.SparseGraph` or :class:`~glot_st.graph_ops.DenseGraph`.
@@ -98,7 +106,7 @@ def build_token_graph(
 
     mask = attention_mask.to(device=token_states.device).bool()
     if unit is None:
-        unit = normalize_tokens(token_states)[0]
+        unit = normalize_tokens(token_states, mask)[0]
     if layout == "dense":
         return _dense_graph(unit, mask, graph, tau, k, edge_weight == "cosine", kernels)
     knn = _knn_indices(unit, mask, k, block_elements) if graph == "mutual_knn" else None
@@ -141,10 +149,12 @@ def _dense_graph(
     The comparisons are those of :func:`_block_edges` (on the same products), so both layouts hold the same
     edges; every position gets a self-loop, padding rows nothing else.
     """
-    sim = torch.bmm(unit, unit.transpose(1, 2))  # (B, L, L) float32
     rows, cols = mask.unsqueeze(2), mask.unsqueeze(1)
+    sim = torch.bmm(unit, unit.transpose(1, 2))  # (B, L, L) float32
     if graph == "threshold":
-        adjacency = (sim > tau) & rows & cols
+        # padding has NaN unit vectors from normalize_tokens(.., mask), hence no edge; the cheap (B, L, 1) NaN
+        # fill there replaces two (B, L, L) mask passes
+        adjacency = sim > tau
     else:
         # k nearest other valid tokens of every row, as a (B, L, L) bool; the self-loop is added below
         candidates = sim.masked_fill(~cols if graph == "topk" else ~(rows & cols), float("-inf"))

@@ -83,19 +83,31 @@ class GATLayer(nn.Module):
 
     def forward(self, x: Tensor, graph: SparseGraph | DenseGraph) -> Tensor:
         """(N, in_dim) -> (N, out_dim)."""
-        h = self.lin(x).view(-1, self.heads, self.channels)  # (N, H, C)
+        heads, channels = self.heads, self.channels
         att = torch.cat([self.att_src, self.att_dst])  # (2, H, C)
-        scores = torch.einsum("nhc,khc->nhk", h, att)  # (N, H, 2): a_src . W x and a_dst . W x per head
+        weight = self.lin.weight  # (H * C, in_dim)
+        # a . (W x) = (a^T W) x: the attention scores are 2H more output columns of the projection's GEMM
+        att_weight = torch.einsum("khc,hci->khi", att, weight.view(heads, channels, -1)).reshape(2 * heads, -1)
+        # Every node has its self-loop, so attention rows sum to 1 and sum_j alpha_ij (W x_j + b) = out_i + b: the
+        # bias rides in the same GEMM (on the W x columns only), unless attention dropout breaks the sums.
+        fold_bias = self.bias is not None and not (self.training and self.attention_dropout > 0)
+        bias = None
+        if fold_bias:
+            head_bias = self.bias.view(-1, channels).expand(heads, -1).reshape(-1)  # (H * C,)
+            bias = torch.cat([head_bias, head_bias.new_zeros(2 * heads)])
+        projected = F.linear(x, torch.cat([weight, att_weight]), bias)  # (N, H * C + 2 * H)
+        h = projected[:, : heads * channels].view(-1, heads, channels)  # (N, H, C)
+        scores = projected[:, heads * channels :].view(-1, 2, heads)  # (N, 2, H): a_src . W x, a_dst . W x
         edge_scale = None
         if self.lin_edge is not None:
             # lin_edge has no bias, so a_edge . W_e w = w * (a_edge . W_e[:, 0]): one scalar per head.
             edge_scale = (self.lin_edge.weight.view(1, self.heads, self.channels) * self.att_edge).sum(-1).view(-1)
-        alpha = graph.attention(scores[..., 0], scores[..., 1], self.negative_slope, edge_scale)  # edge tensor, H
+        alpha = graph.attention(scores[:, 0], scores[:, 1], self.negative_slope, edge_scale)  # edge tensor, H
         alpha = F.dropout(alpha, p=self.attention_dropout, training=self.training)
         out = graph.propagate(h, alpha)  # (N, H, C)
         # explicit width: reshape(N, -1) is ambiguous for a batch without tokens (N = 0)
         out = out.reshape(out.shape[0], self.heads * self.channels) if self.concat else out.mean(dim=1)
-        return out + self.bias if self.bias is not None else out
+        return out + self.bias if self.bias is not None and not fold_bias else out
 
 
 class GCNLayer(nn.Module):

@@ -263,7 +263,7 @@ class GLOT(Module):
         batch, length, _ = token_states.shape
         layout = self._choose_layout(batch, length, token_states.device)
         with torch.no_grad():
-            unit, norm = normalize_tokens(token_states)
+            unit, norm = normalize_tokens(token_states, mask)
             if self.validate_inputs:
                 _raise_on_non_finite(norm.squeeze(-1), mask)
             graph = build_token_graph(

@@ -300,7 +300,8 @@ class GLOT(Module):
         nodes = torch.where(mask.unsqueeze(2), token_states, 0.0).to(dtype).view(batch * length, self.in_dim)
         hidden, layer_outputs = nodes, []
         for layer in self.layers:
-            hidden = F.dropout(F.relu(layer(hidden, graph)), p=self.dropout, training=self.training)
+            # in place: every layer returns a fresh tensor that its own backward does not need
+            hidden = F.dropout(F.relu(layer(hidden, graph), inplace=True), p=self.dropout, training=self.training)
             layer_outputs.append(hidden)
         if self.jk == "cat":  # the readout takes the parts, so the (B*L, D) features are never concatenated
             parts = [nodes, *layer_outputs]

@@ -102,7 +102,8 @@ class AttentionReadout(nn.Module):
             flat, weight = part.reshape(batch * length, width), first.weight[:, start : start + width]
             hidden = F.linear(flat, weight, first.bias) if hidden is None else hidden.addmm_(flat, weight.t())
             start += width
-        logits = last(activation(hidden)).view(batch, length)
+        # in place: the Tanh's backward needs only its output, and the pre-activation is needed by nothing
+        logits = last(hidden.tanh_() if isinstance(activation, nn.Tanh) else activation(hidden)).view(batch, length)
         # padding gets the lowest finite logit, so a row without tokens stays finite (and is zeroed below)
         logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         weights = torch.softmax(logits, dim=-1).masked_fill(~mask, 0.0).unsqueeze(1)  # (B, 1, L)

@@ -32,29 +32,29 @@ GRAPH_KINDS = ("threshold", "topk", "mutual_knn")
 EDGE_WEIGHTS = ("binary", "cosine")
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
 
-__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "normalize_tokens", "valid_tokens"]
+__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "token_norms", "valid_tokens"]
 
 
-def normalize_tokens(
-    token_states: Tensor, mask: Tensor | None = None, eps: float = 1e-12
-) -> tuple[Tensor, Tensor]:
-    """Unit token vectors in float32, exactly as ``F.normalize(token_states.float(), dim=-1)``, and their norms.
+def token_norms(token_states: Tensor) -> Tensor:
+    """(B, L, d) float tensor of any float dtype -> (B, L, 1) float32 L2 norms of the tokens (non-finite where a
+    token has a NaN or inf value, or values too large for a float32 norm)."""
+    return torch.linalg.vector_norm(token_states.float(), dim=-1, keepdim=True)
 
-    Args:
-        token_states: (B, L, d) float tensor of any float dtype.
-        mask: optional (B, L) bool; padding positions then get NaN unit vectors, so their similarities are
-            NaN and fail every comparison (a threshold graph needs no mask pass over its ``(B, L, L)``).
 
-    Returns:
-        ``(unit, norm)``: (B, L, d) float32 and (B, L, 1) float32 (non-finite where a token has a NaN or inf, or
-        values too large for a float32 norm).
+def _similarity(states: Tensor, inverse_norm: Tensor, b0: int, b1: int, r0: int, r1: int) -> Tensor:
+    """(G, R, L) cosine similarities of rows ``r0:r1`` of sentences ``b0:b1`` with every token of theirs.
+
+    ``<x_i, x_j> / (|x_i| |x_j|)``: one product of the raw states, scaled in place, so no normalised copy of
+    the states is made; both layouts call this, so they compare the same numbers. NaN where either token is
+    padding (``inverse_norm`` is NaN there), so padding fails every comparison.
     """
-    states = token_states.float()
-    norm = torch.linalg.vector_norm(states, dim=-1, keepdim=True)
-    denominator = norm.clamp_min(eps)
-    if mask is not None:
-        denominator = denominator.masked_fill(~mask.unsqueeze(2), float("nan"))
-    return states / denominator, norm
+    sim = torch.bmm(states[b0:b1, r0:r1], states[b0:b1].transpose(1, 2))
+    return sim.mul_(inverse_norm[b0:b1, r0:r1]).mul_(inverse_norm[b0:b1].transpose(1, 2))
+
+
+def _inverse_norms(norm: Tensor, mask: Tensor, eps: float = 1e-12) -> Tensor:
+    """(B, L, 1) ``1 / max(|x|, eps)`` (as ``F.normalize``), NaN at padding."""
+    return norm.clamp_min(eps).reciprocal().masked_fill_(~mask.unsqueeze(2), float("nan"))
 
 
 def build_token_graph(
@@ -68,7 +68,7 @@ def build_token_graph(
     layout: str = "sparse",
     backend: str | ModuleType = "native",
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
-    unit: Tensor | None = None,
+    norm: Tensor | None = None,
 ) -> SparseGraph | DenseGraph:
     """Build the token graphs of a padded batch.
 
@@ -83,8 +83,7 @@ def build_token_graph(
         backend: kernel set name or module (see :mod:`glot_st.kernels`), stored on the graph for the layers.
         block_elements: the most similarity entries computed at once by the sparse layout (the dense layout
             holds the whole ``(B, L, L)`` similarity, as it holds the ``(B, L, L)`` adjacency).
-        unit: the unit token vectors when already computed: exactly ``normalize_tokens(token_states, mask)[0]``
-            (NaN at padding, which the dense threshold graph relies on).
+        norm: the token norms when already computed (``token_norms(token_states)``).
 
     Returns:
         A :class:`~glot_st.graph_ops.SparseGraph` or :class:`~glot_st.graph_ops.DenseGraph`.
@@ -105,11 +104,11 @@ def build_token_graph(
     kernels = get_kernels(backend) if isinstance(backend, str) else backend
 
     mask = attention_mask.to(device=token_states.device).bool()
-    if unit is None:
-        unit = normalize_tokens(token_states, mask)[0]
+    states = token_states.float()
+    inverse_norm = _inverse_norms(token_norms(states) if norm is None else norm, mask)
     if layout == "dense":
-        return _dense_graph(unit, mask, graph, tau, k, edge_weight == "cosine", kernels)
-    knn = _knn_indices(unit, mask, k, block_elements) if graph == "mutual_knn" else None
+        return _dense_graph(states, inverse_norm, mask, graph, tau, k, edge_weight == "cosine", kernels)
+    knn = _knn_indices(states, inverse_norm, mask, k, block_elements) if graph == "mutual_knn" else None
     flat_mask = mask.reshape(-1)
     node_position, node_batch, sentence_rowptr = valid_tokens(mask)
     common = dict(
@@ -126,7 +125,7 @@ def build_token_graph(
     cosine = edge_weight == "cosine"
     src_parts, dst_parts, weight_parts = [], [], []
     for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
-        g, i, j, w = _block_edges(unit, mask, b0, b1, r0, r1, graph, tau, k, knn, cosine)
+        g, i, j, w = _block_edges(states, inverse_norm, mask, b0, b1, r0, r1, graph, tau, k, knn, cosine)
         dst_parts.append(node_id[b0 + g, r0 + i])
         src_parts.append(node_id[b0 + g, j])
         if w is not None:
@@ -135,14 +134,21 @@ def build_token_graph(
     dst = _concat(dst_parts, node_position.new_zeros(0))
     src = _concat(src_parts, node_position.new_zeros(0))
     # binary graphs: a weight of 1 on every edge, made once instead of gathered block by block
-    weight = _concat(weight_parts, unit.new_zeros(0)) if cosine else unit.new_ones(dst.numel())
+    weight = _concat(weight_parts, states.new_zeros(0)) if cosine else states.new_ones(dst.numel())
     counts = torch.bincount(dst, minlength=common["num_nodes"])
     rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return SparseGraph(src=src, dst=dst, rowptr=rowptr, weight=weight, **common)
 
 
 def _dense_graph(
-    unit: Tensor, mask: Tensor, graph: str, tau: float, k: int, cosine: bool, kernels: ModuleType
+    states: Tensor,
+    inverse_norm: Tensor,
+    mask: Tensor,
+    graph: str,
+    tau: float,
+    k: int,
+    cosine: bool,
+    kernels: ModuleType,
 ) -> DenseGraph:
     """The graph as a ``(B, L, L)`` adjacency, from one batched similarity: no edge list, no host sync.
 
@@ -150,10 +156,9 @@ def _dense_graph(
     edges; every position gets a self-loop, padding rows nothing else.
     """
     rows, cols = mask.unsqueeze(2), mask.unsqueeze(1)
-    sim = torch.bmm(unit, unit.transpose(1, 2))  # (B, L, L) float32
+    sim = _similarity(states, inverse_norm, 0, states.shape[0], 0, states.shape[1])  # (B, L, L) float32
     if graph == "threshold":
-        # padding has NaN unit vectors from normalize_tokens(.., mask), hence no edge; the cheap (B, L, 1) NaN
-        # fill there replaces two (B, L, L) mask passes
+        # padding has NaN similarities, hence no edge: no (B, L, L) mask pass needed
         adjacency = sim > tau
     else:
         # k nearest other valid tokens of every row, as a (B, L, L) bool; the self-loop is added below
@@ -182,7 +187,8 @@ def _concat(parts: list[Tensor], empty: Tensor) -> Tensor:
 
 
 def _block_edges(
-    unit: Tensor,
+    states: Tensor,
+    inverse_norm: Tensor,
     mask: Tensor,
     b0: int,
     b1: int,
@@ -205,7 +211,7 @@ def _block_edges(
     """
     row_mask = mask[b0:b1, r0:r1]
     padded = not bool(mask[b0:b1].all())
-    diag = torch.arange(r0, r1, device=unit.device)
+    diag = torch.arange(r0, r1, device=states.device)
     if graph == "mutual_knn":
         assert knn is not None
         indices, values = knn[0][b0:b1], knn[1][b0:b1]  # (G, L, k)
@@ -214,9 +220,9 @@ def _block_edges(
         # j = rows[g, i, s] is kept when r0 + i is among j's own neighbours
         back = torch.gather(indices, 1, rows.clamp_min(0).reshape(groups, num_rows * keep, 1).expand(-1, -1, keep))
         mutual = (back.view(groups, num_rows, keep, keep) == diag.view(1, -1, 1, 1)).any(-1) & (rows >= 0)
-        return _candidate_edges(rows, values[:, r0:r1], mutual, row_mask, diag, unit.shape[1], cosine)
+        return _candidate_edges(rows, values[:, r0:r1], mutual, row_mask, diag, states.shape[1], cosine)
 
-    sim = torch.bmm(unit[b0:b1, r0:r1], unit[b0:b1].transpose(1, 2))  # (G, R, L) float32
+    sim = _similarity(states, inverse_norm, b0, b1, r0, r1)  # (G, R, L) float32
     if graph == "topk":
         if padded:
             sim.masked_fill_(~mask[b0:b1].unsqueeze(1), float("-inf"))
@@ -224,7 +230,7 @@ def _block_edges(
         top = sim.topk(min(k, sim.shape[-1]), dim=-1)
         del sim
         found = top.values > float("-inf")
-        return _candidate_edges(top.indices, top.values, found, row_mask, diag, unit.shape[1], cosine)
+        return _candidate_edges(top.indices, top.values, found, row_mask, diag, states.shape[1], cosine)
 
     # threshold: cos > tau, plus a self-loop on every valid token (the diagonal is lifted above any tau)
     sim[:, diag - r0, diag] = 2.0
@@ -281,21 +287,23 @@ def _blocks(mask: Tensor, batch: int, length: int, block_elements: int) -> Itera
 
 
 
-def _knn_indices(unit: Tensor, mask: Tensor, k: int, block_elements: int) -> tuple[Tensor, Tensor]:
+def _knn_indices(
+    states: Tensor, inverse_norm: Tensor, mask: Tensor, k: int, block_elements: int
+) -> tuple[Tensor, Tensor]:
     """Each token's ``k`` nearest other valid tokens, computed block by block.
 
     Returns:
         ``(indices, values)``: (B, L, k) int64 neighbour tokens (``-1`` where fewer exist) and (B, L, k) float32
         their cosine similarities (``-inf`` where none).
     """
-    batch, length, _ = unit.shape
+    batch, length, _ = states.shape
     keep = min(k, length)
-    indices = torch.full((batch, length, keep), -1, dtype=torch.long, device=unit.device)
-    values = torch.full((batch, length, keep), float("-inf"), device=unit.device)
+    indices = torch.full((batch, length, keep), -1, dtype=torch.long, device=states.device)
+    values = torch.full((batch, length, keep), float("-inf"), device=states.device)
     for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
-        sim = torch.bmm(unit[b0:b1, r0:r1], unit[b0:b1].transpose(1, 2))
+        sim = _similarity(states, inverse_norm, b0, b1, r0, r1)
         sim.masked_fill_(~(mask[b0:b1, r0:r1].unsqueeze(2) & mask[b0:b1].unsqueeze(1)), float("-inf"))
-        diag = torch.arange(r0, r1, device=unit.device)
+        diag = torch.arange(r0, r1, device=states.device)
         sim[:, diag - r0, diag] = float("-inf")
         top = sim.topk(keep, dim=-1)
         del sim

@@ -17,7 +17,7 @@ except ImportError:  # sentence-transformers 5
     from sentence_transformers.models import Module
 
 from glot_st.freeze import freeze_modules
-from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph, normalize_tokens
+from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph, token_norms
 from glot_st.graph_ops import DenseGraph, SparseGraph
 from glot_st.kernels import get_kernels
 from glot_st.layers import CONVS, make_layer
@@ -263,9 +263,8 @@ class GLOT(Module):
         batch, length, _ = token_states.shape
         layout = self._choose_layout(batch, length, token_states.device)
         with torch.no_grad():
-            unit, norm = normalize_tokens(token_states, mask)
-            if self.validate_inputs:
-                _raise_on_non_finite(norm.squeeze(-1), mask)
+            norm = token_norms(token_states)  # (B, L, 1): the graph's cosine needs them, the value check too
+            all_finite = _raise_on_non_finite(norm.squeeze(-1), mask) if self.validate_inputs else False
             graph = build_token_graph(
                 token_states,
                 mask,
@@ -275,14 +274,13 @@ class GLOT(Module):
                 edge_weight=self.edge_weight,
                 layout=layout,
                 backend=self._kernels,
-                unit=unit,
+                norm=norm,
             )
-            del unit, norm
         if layout == "dense":
-            return self._pool_dense(token_states, mask, graph, with_tokens)
+            return self._pool_dense(token_states, mask, graph, with_tokens, all_finite)
         dtype = self.readout.scorer[0].weight.dtype
         nodes = token_states.reshape(batch * length, self.in_dim).index_select(0, graph.node_position).to(dtype)
-        features = self._refine(nodes, graph)
+        features = self.jumping_knowledge(nodes, self._layer_outputs(nodes, graph))
         embeddings, _ = self.readout(features, graph.node_batch, graph.sentence_rowptr, batch, self._kernels)
         if not with_tokens:
             return embeddings, None
@@ -291,18 +289,20 @@ class GLOT(Module):
         return embeddings, padded
 
     def _pool_dense(
-        self, token_states: Tensor, mask: Tensor, graph: DenseGraph, with_tokens: bool
+        self, token_states: Tensor, mask: Tensor, graph: DenseGraph, with_tokens: bool, all_finite: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """The dense layout on all ``B * L`` rows of the padded grid: no gather, no scatter, no host sync."""
+        """The dense layout on all ``B * L`` rows of the padded grid: no gather, no scatter, no host sync.
+
+        ``all_finite``: every token, padding included, is known to be finite.
+        """
         batch, length, _ = token_states.shape
         dtype = self.readout.scorer[0].weight.dtype
-        # padding rows become zeros: finite, so the zero attention and readout weights cancel them exactly
-        nodes = torch.where(mask.unsqueeze(2), token_states, 0.0).to(dtype).view(batch * length, self.in_dim)
-        hidden, layer_outputs = nodes, []
-        for layer in self.layers:
-            # in place: every layer returns a fresh tensor that its own backward does not need
-            hidden = F.dropout(F.relu(layer(hidden, graph), inplace=True), p=self.dropout, training=self.training)
-            layer_outputs.append(hidden)
+        # padding rows become zeros: finite, so the zero attention and readout weights cancel them exactly. The
+        # multiply by the mask is the cheaper pass, but keeps a NaN at padding, so it needs all_finite.
+        keep = mask.unsqueeze(2)
+        nodes = token_states * keep if all_finite else torch.where(keep, token_states, 0.0)
+        nodes = nodes.to(dtype).view(batch * length, self.in_dim)
+        layer_outputs = self._layer_outputs(nodes, graph)
         if self.jk == "cat":  # the readout takes the parts, so the (B*L, D) features are never concatenated
             parts = [nodes, *layer_outputs]
         else:
@@ -313,13 +313,14 @@ class GLOT(Module):
             return embeddings, None
         return embeddings, torch.cat(parts, dim=-1).masked_fill(~mask.unsqueeze(2), 0.0)
 
-    def _refine(self, nodes: Tensor, graph: SparseGraph | DenseGraph) -> Tensor:
-        """Message passing and jumping knowledge: (rows, in_dim) -> (rows, D)."""
+    def _layer_outputs(self, nodes: Tensor, graph: SparseGraph | DenseGraph) -> list[Tensor]:
+        """Message passing: (rows, in_dim) -> K tensors (rows, hidden_dim)."""
         hidden, layer_outputs = nodes, []
         for layer in self.layers:
-            hidden = F.dropout(F.relu(layer(hidden, graph)), p=self.dropout, training=self.training)
+            # in place: every layer returns a fresh tensor that its own backward does not need
+            hidden = F.dropout(F.relu(layer(hidden, graph), inplace=True), p=self.dropout, training=self.training)
             layer_outputs.append(hidden)
-        return self.jumping_knowledge(nodes, layer_outputs)
+        return layer_outputs
 
     def _choose_layout(self, batch: int, length: int, device: torch.device | str = "cpu") -> str:
         if self.layout != "auto":
@@ -373,18 +374,22 @@ def _modules_before(model: nn.Module, target: nn.Module) -> list[nn.Module]:
     return []
 
 
-def _raise_on_non_finite(norm: Tensor, mask: Tensor) -> None:
+def _raise_on_non_finite(norm: Tensor, mask: Tensor) -> bool:
     """ValueError naming the batch rows whose real tokens have a non-finite norm (a NaN or inf value).
 
-    ``norm``: (B, L) float32 token norms; ``mask``: (B, L) bool. Reads one bool on the host (a device sync).
+    ``norm``: (B, L) float32 token norms; ``mask``: (B, L) bool. Returns whether padding is finite too. Reads
+    two bools on the host (a device sync).
     """
-    bad = ~torch.isfinite(norm) & mask
-    if bool(bad.any()):
+    finite = torch.isfinite(norm)
+    bad = ~finite & mask
+    any_bad, all_finite = torch.stack([bad.any(), finite.all()]).tolist()
+    if any_bad:
         rows = bad.any(-1).nonzero().flatten().tolist()
         raise ValueError(
             f"token_embeddings contain NaN or inf (or values too large for a float32 norm) at real tokens of "
             f"batch row(s) {rows[:10]}"
         )
+    return all_finite
 
 
 def _validate_config(config: dict[str, Any]) -> None:

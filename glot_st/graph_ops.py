@@ -266,8 +266,8 @@ class DenseGraph:
         """GAT attention: (rows, H), (rows, H), (H,) -> (B, H, L, L), as :meth:`SparseGraph.attention`.
 
         The logits ``node_dst[i] + node_src[j]`` are a rank-2 product ``[dst_i, 1] . [1, src_j]``, added onto
-        the additive mask (0 on the graph, -inf off it; made once per graph) by one ``baddbmm``; LeakyReLU
-        keeps -inf, and the softmax then gives zero off the graph.
+        the additive mask (0 on the graph, the lowest float off it; made once per graph) by one ``baddbmm``;
+        the softmax then gives exactly zero off the graph.
         """
         batch, length = self.padded_shape
         heads = node_src.shape[-1]
@@ -283,11 +283,11 @@ class DenseGraph:
         return alpha.view(batch, heads, length, length)
 
     def _attention_bias(self, heads: int, dtype: torch.dtype) -> Tensor:
-        """(B, H, L, L) additive attention mask, 0 on the graph and -inf off it (cached per heads and dtype)."""
+        """(B, H, L, L) additive attention mask, 0 on the graph and the lowest finite value off it, which the
+        softmax turns into an exact 0 as it would -inf (every row has its self-loop); cached per heads and dtype."""
         key = (heads, dtype)
         if key not in self._bias:
-            zero = torch.zeros((), dtype=dtype, device=self.adjacency.device)
-            bias = torch.where(self.adjacency.unsqueeze(1), zero, zero - float("inf"))
+            bias = (~self.adjacency).unsqueeze(1).to(dtype).mul_(torch.finfo(dtype).min)  # cheaper than where
             self._bias[key] = bias.expand(-1, heads, -1, -1)
         return self._bias[key]
 

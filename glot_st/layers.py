@@ -84,20 +84,16 @@ class GATLayer(nn.Module):
     def forward(self, x: Tensor, graph: SparseGraph | DenseGraph) -> Tensor:
         """(N, in_dim) -> (N, out_dim)."""
         heads, channels = self.heads, self.channels
-        att = torch.cat([self.att_src, self.att_dst])  # (2, H, C)
-        weight = self.lin.weight  # (H * C, in_dim)
-        # a . (W x) = (a^T W) x: the attention scores are 2H more output columns of the projection's GEMM
-        att_weight = torch.einsum("khc,hci->khi", att, weight.view(heads, channels, -1)).reshape(2 * heads, -1)
         # Every node has its self-loop, so attention rows sum to 1 and sum_j alpha_ij (W x_j + b) = out_i + b: the
-        # bias rides in the same GEMM (on the W x columns only), unless attention dropout breaks the sums.
+        # bias rides in the projection's GEMM (and its share of the logits is taken off again), unless attention
+        # dropout breaks the sums.
         fold_bias = self.bias is not None and not (self.training and self.attention_dropout > 0)
-        bias = None
+        head_bias = self.bias.view(-1, channels).expand(heads, -1) if fold_bias else None  # (H, C)
+        h = F.linear(x, self.lin.weight, head_bias.reshape(-1) if fold_bias else None).view(-1, heads, channels)
+        att = torch.cat([self.att_src, self.att_dst])  # (2, H, C)
+        scores = torch.einsum("nhc,khc->nkh", h, att)  # (N, 2, H): a_src . W x and a_dst . W x per head
         if fold_bias:
-            head_bias = self.bias.view(-1, channels).expand(heads, -1).reshape(-1)  # (H * C,)
-            bias = torch.cat([head_bias, head_bias.new_zeros(2 * heads)])
-        projected = F.linear(x, torch.cat([weight, att_weight]), bias)  # (N, H * C + 2 * H)
-        h = projected[:, : heads * channels].view(-1, heads, channels)  # (N, H, C)
-        scores = projected[:, heads * channels :].view(-1, 2, heads)  # (N, 2, H): a_src . W x, a_dst . W x
+            scores = scores - (att * head_bias).sum(-1)
         edge_scale = None
         if self.lin_edge is not None:
             # lin_edge has no bias, so a_edge . W_e w = w * (a_edge . W_e[:, 0]): one scalar per head.

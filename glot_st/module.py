@@ -264,7 +264,11 @@ class GLOT(Module):
         layout = self._choose_layout(batch, length, token_states.device)
         with torch.no_grad():
             norm = token_norms(token_states)  # (B, L, 1): the graph's cosine needs them, the value check too
-            all_finite = _raise_on_non_finite(norm.squeeze(-1), mask) if self.validate_inputs else False
+            # (padding present, every token finite): what the dense layout needs to zero the padding rows; unknown
+            # (assume the worst) without the check, whose host read they share
+            padding = (True, False)
+            if self.validate_inputs:
+                padding = _raise_on_non_finite(norm.squeeze(-1), mask)
             graph = build_token_graph(
                 token_states,
                 mask,
@@ -277,7 +281,7 @@ class GLOT(Module):
                 norm=norm,
             )
         if layout == "dense":
-            return self._pool_dense(token_states, mask, graph, with_tokens, all_finite)
+            return self._pool_dense(token_states, mask, graph, with_tokens, *padding)
         dtype = self.readout.scorer[0].weight.dtype
         nodes = token_states.reshape(batch * length, self.in_dim).index_select(0, graph.node_position).to(dtype)
         features = self.jumping_knowledge(nodes, self._layer_outputs(nodes, graph))
@@ -289,19 +293,29 @@ class GLOT(Module):
         return embeddings, padded
 
     def _pool_dense(
-        self, token_states: Tensor, mask: Tensor, graph: DenseGraph, with_tokens: bool, all_finite: bool
+        self,
+        token_states: Tensor,
+        mask: Tensor,
+        graph: DenseGraph,
+        with_tokens: bool,
+        has_padding: bool,
+        all_finite: bool,
     ) -> tuple[Tensor, Tensor | None]:
         """The dense layout on all ``B * L`` rows of the padded grid: no gather, no scatter, no host sync.
 
-        ``all_finite``: every token, padding included, is known to be finite.
+        ``has_padding``: False only when the batch is known to have no padding; ``all_finite``: every token,
+        padding included, is known to be finite.
         """
         batch, length, _ = token_states.shape
         dtype = self.readout.scorer[0].weight.dtype
         # padding rows become zeros: finite, so the zero attention and readout weights cancel them exactly. The
         # multiply by the mask is the cheaper pass, but keeps a NaN at padding, so it needs all_finite.
         keep = mask.unsqueeze(2)
-        nodes = token_states * keep if all_finite else torch.where(keep, token_states, 0.0)
-        nodes = nodes.to(dtype).view(batch * length, self.in_dim)
+        if not has_padding:
+            nodes = token_states
+        else:
+            nodes = token_states * keep if all_finite else torch.where(keep, token_states, 0.0)
+        nodes = nodes.to(dtype).reshape(batch * length, self.in_dim)
         layer_outputs = self._layer_outputs(nodes, graph)
         if self.jk == "cat":  # the readout takes the parts, so the (B*L, D) features are never concatenated
             parts = [nodes, *layer_outputs]
@@ -374,22 +388,23 @@ def _modules_before(model: nn.Module, target: nn.Module) -> list[nn.Module]:
     return []
 
 
-def _raise_on_non_finite(norm: Tensor, mask: Tensor) -> bool:
+def _raise_on_non_finite(norm: Tensor, mask: Tensor) -> tuple[bool, bool]:
     """ValueError naming the batch rows whose real tokens have a non-finite norm (a NaN or inf value).
 
-    ``norm``: (B, L) float32 token norms; ``mask``: (B, L) bool. Returns whether padding is finite too. Reads
-    two bools on the host (a device sync).
+    ``norm``: (B, L) float32 token norms; ``mask``: (B, L) bool. Returns ``(has_padding, all_finite)``: whether
+    the mask has padding, whether every token, padding included, is finite. Reads three bools on the host (one
+    device sync).
     """
     finite = torch.isfinite(norm)
     bad = ~finite & mask
-    any_bad, all_finite = torch.stack([bad.any(), finite.all()]).tolist()
+    any_bad, has_padding, all_finite = torch.stack([bad.any(), ~mask.all(), finite.all()]).tolist()
     if any_bad:
         rows = bad.any(-1).nonzero().flatten().tolist()
         raise ValueError(
             f"token_embeddings contain NaN or inf (or values too large for a float32 norm) at real tokens of "
             f"batch row(s) {rows[:10]}"
         )
-    return all_finite
+    return has_padding, all_finite
 
 
 def _validate_config(config: dict[str, Any]) -> None:

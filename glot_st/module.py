@@ -28,8 +28,16 @@ logger = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "sparse", "dense")
 TOKEN_STATES_KEY = "glot_token_embeddings"
+# ``layout="auto"``: the largest ``B * heads * L * L`` that goes dense, per device type, when the config leaves
+# ``dense_max_elements`` unset. CPU: measured by ``benchmarks/bench_glot.py`` (the layout section). CUDA: NOT
+# measured (no GPU was available): the dense layout is the one without host syncs, so it is taken up to a
+# bound set by memory (2**26 entries: 256 MiB per (B, H, L, L) float32 tensor).
+DEFAULT_DENSE_MAX_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 26}
+# The dense layout computes every padded position; on a CPU, where counting the real tokens costs no sync,
+# ``auto`` also needs at least this share of the (B, L) grid to be real tokens (measured, as above).
+DENSE_MIN_FILL_CPU = 0.7
 
-__all__ = ["GLOT", "LAYOUTS", "TOKEN_STATES_KEY"]
+__all__ = ["DEFAULT_DENSE_MAX_ELEMENTS", "DENSE_MIN_FILL_CPU", "GLOT", "LAYOUTS", "TOKEN_STATES_KEY"]
 
 
 class GLOT(Module):
@@ -62,12 +70,12 @@ class GLOT(Module):
         dropout: dropout on every layer's output and on GAT attention coefficients, during training only.
         backend: sparse kernels, ``auto`` | ``native`` | ``torch_scatter`` (see :mod:`glot_st.kernels`).
         layout: ``auto`` (dense masked matmul for batches with at most ``dense_max_elements`` adjacency
-            entries, sparse CSR otherwise), ``sparse`` or ``dense``. Results agree within float tolerance.
-        dense_max_elements: ``B * heads * L * L`` bound of the ``auto`` layout's dense path. The default
-            ``1 << 17`` (131,072) is measured (``benchmarks/bench_glot.py``, CPU, forward and forward+backward):
-            up to it dense is level with sparse or up to ~10% faster (small batches); from ~1M entries on
-            sparse is faster, by 5-10% at 1M, ~15% at 2M (B=8, L=512) and ~20% at 4-8M. On a GPU a larger
-            bound may pay off.
+            entries and, on a CPU, at least ``DENSE_MIN_FILL_CPU`` of real tokens; sparse CSR otherwise),
+            ``sparse`` or ``dense``. Results agree within float tolerance. The
+            dense layout has no host sync when ``validate_inputs`` is off (see below); the sparse one does.
+        dense_max_elements: ``B * heads * L * L`` bound of the ``auto`` layout's dense path; ``None`` (default)
+            takes the bound of the input's device type from ``DEFAULT_DENSE_MAX_ELEMENTS`` (measured on CPU, not
+            on CUDA; see ``benchmarks/results/bench_glot.md``).
         output_token_states: also write the refined token states under ``glot_token_embeddings``.
         freeze_backbone: when the module becomes part of a model, freeze every module in front of it (no
             gradients, eval mode).
@@ -121,7 +129,7 @@ class GLOT(Module):
         dropout: float = 0.1,
         backend: str = "auto",
         layout: str = "auto",
-        dense_max_elements: int = 1 << 17,
+        dense_max_elements: int | None = None,
         output_token_states: bool = False,
         freeze_backbone: bool = True,
     ):
@@ -142,7 +150,7 @@ class GLOT(Module):
         self.dropout = float(dropout)
         self.backend = backend
         self.layout = layout
-        self.dense_max_elements = int(dense_max_elements)
+        self.dense_max_elements = None if dense_max_elements is None else int(dense_max_elements)
         self.output_token_states = bool(output_token_states)
         self.freeze_backbone = bool(freeze_backbone)
         self._kernels = get_kernels(backend)  # raises with the install command if torch_scatter is missing
@@ -261,7 +269,8 @@ class GLOT(Module):
     def _pool(self, token_states: Tensor, attention_mask: Tensor, with_tokens: bool) -> tuple[Tensor, Tensor | None]:
         mask = self._check_inputs(token_states, attention_mask)
         batch, length, _ = token_states.shape
-        layout = self._choose_layout(batch, length, token_states.device)
+        tokens = int(mask.sum()) if self.layout == "auto" and mask.device.type == "cpu" else None  # no sync on CPU
+        layout = self._choose_layout(batch, length, token_states.device, tokens)
         with torch.no_grad():
             norm = token_norms(token_states)  # (B, L, 1): the graph's cosine needs them, the value check too
             # (padding present, every token finite): what the dense layout needs to zero the padding rows; unknown
@@ -336,13 +345,22 @@ class GLOT(Module):
             layer_outputs.append(hidden)
         return layer_outputs
 
-    def _choose_layout(self, batch: int, length: int, device: torch.device | str = "cpu") -> str:
+    def _choose_layout(
+        self, batch: int, length: int, device: torch.device | str = "cpu", tokens: int | None = None
+    ) -> str:
+        """The layout of a ``(batch, length)`` input with ``tokens`` real tokens (``None``: unknown) on ``device``."""
         if self.layout != "auto":
             return self.layout
         if self.conv == "gine":
             return "sparse"
+        if tokens is not None and torch.device(device).type == "cpu" and tokens < DENSE_MIN_FILL_CPU * batch * length:
+            return "sparse"
+        bound = self.dense_max_elements
+        if bound is None:
+            kind = torch.device(device).type
+            bound = DEFAULT_DENSE_MAX_ELEMENTS.get(kind, DEFAULT_DENSE_MAX_ELEMENTS["cpu"])
         heads = self.heads if self.conv == "gat" else 1
-        return "dense" if batch * heads * length * length <= self.dense_max_elements else "sparse"
+        return "dense" if batch * heads * length * length <= bound else "sparse"
 
     def _check_inputs(self, token_states: Tensor, attention_mask: Tensor) -> Tensor:
         """Validate shapes, width and dtype; return the mask as a bool (B, L) tensor (values: see ``_pool``)."""
@@ -424,7 +442,8 @@ def _validate_config(config: dict[str, Any]) -> None:
     positive_int("num_layers", minimum=0)
     positive_int("heads")
     positive_int("k")
-    positive_int("dense_max_elements", minimum=0)
+    if config["dense_max_elements"] is not None:
+        positive_int("dense_max_elements", minimum=0)
     if config["scorer_hidden"] is not None:
         positive_int("scorer_hidden")
     choice("conv", CONVS)

@@ -177,7 +177,7 @@ class DenseGraph:
         self._valid: tuple[Tensor, Tensor, Tensor] | None = None
         self._bias: dict[tuple[int, torch.dtype], Tensor] = {}
 
-    # ---- shape and the valid-token view (these sync with the device; the forward never calls them) --------
+    # ---- shape, and the valid-token view (which syncs with the device; GLOT's forward never uses it) ------
     @property
     def padded_shape(self) -> tuple[int, int]:
         return tuple(self.mask.shape)

@@ -68,7 +68,9 @@ def test_forward_and_backward_match_cpu(case):
         torch.testing.assert_close(grad, results["cpu"][3][name], atol=ATOL, rtol=RTOL, msg=name)
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if c["conv"] != "gine"], ids=lambda c: "-".join(map(str, c.values())))
+@pytest.mark.parametrize(
+    "config", [c for c in CONFIGS if c["conv"] != "gine"], ids=lambda c: "-".join(map(str, c.values()))
+)
 def test_dense_and_sparse_agree_on_cuda(config):
     glot = randomized_glot(2, **config).cuda()
     states, mask = _batch(2)

@@ -76,7 +76,9 @@ def test_no_padding_and_padding_paths_agree():
     torch.testing.assert_close(full, unchecked, atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("layer", [GATLayer(8, 6, heads=2), GCNLayer(8, 6), SAGELayer(8, 6)], ids=["gat", "gcn", "sage"])
+@pytest.mark.parametrize(
+    "layer", [GATLayer(8, 6, heads=2), GCNLayer(8, 6), SAGELayer(8, 6)], ids=["gat", "gcn", "sage"]
+)
 def test_dense_graph_takes_valid_rows_or_padded_grid_rows(layer):
     """The dense graph's two node forms give the same valid-token outputs (padding rows: any finite values)."""
     states, mask = random_batch(3, 5, 8, seed=4, lengths=[5, 2, 0])

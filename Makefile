@@ -6,16 +6,19 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo test scatter bench clean
+.PHONY: venv demo test lint scatter bench clean
 
 venv:
 	./scripts/setup_env.sh
 
 demo: venv
-	$(PY) -m glot_st.demo
+	$(PY) -m glot_st.bench.demo
 
 test: venv
 	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check glot_st tests benchmarks scripts
 
 scatter: venv
 	./scripts/install_scatter.sh

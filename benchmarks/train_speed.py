@@ -98,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     if not set(variants) <= {"a", "b", "c"}:
         raise SystemExit(f"--variants must be a subset of a,b,c; got {args.variants!r}")
 
-    import glot_st
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import batch_to_device
 
+    import glot_st
+    from glot_st.resources import minilm_path
     from glot_st.train.cache import LengthBucketBatchSampler
     from glot_st.train.data import load_split
     from glot_st.train.heads import RegressionHead
-    from glot_st.resources import minilm_path
     from glot_st.train.loop import build_split_cache, seed_everything, split_texts
 
     split = load_split("stsb", "train", limit=args.limit)

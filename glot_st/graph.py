@@ -11,8 +11,10 @@ Every valid token also has a self-loop. No edge touches padding and no edge cros
 
 Similarity is computed in blocks of at most ``block_elements`` entries, so a long input (say 8192 tokens)
 never holds its whole ``L x L`` matrix; the sparse edge list comes out sorted by destination (then source),
-ready to be used as CSR rows without another sort. The dense layout is that same edge list scattered into
-a ``(B, L, L)`` adjacency, so both layouts share one definition of the graph.
+ready to be used as CSR rows without another sort. The dense layout is built from one ``(B, L, L)``
+similarity of the whole batch with the same comparisons (same products, same threshold, same top-k), with
+no edge list and no host sync; ``tests/test_graph_properties.py`` checks that both layouts hold the same
+graph.
 """
 
 from __future__ import annotations
@@ -21,35 +23,38 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from glot_st.graph_ops import DenseGraph, SparseGraph
+from glot_st.graph_ops import DenseGraph, SparseGraph, valid_tokens
 from glot_st.kernels import get_kernels
 
 GRAPH_KINDS = ("threshold", "topk", "mutual_knn")
 EDGE_WEIGHTS = ("binary", "cosine")
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
 
-__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "valid_tokens"]
+__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "token_norms", "valid_tokens"]
 
 
-def valid_tokens(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Flatten the valid tokens of a padded batch.
+def token_norms(token_states: Tensor) -> Tensor:
+    """(B, L, d) float tensor of any float dtype -> (B, L, 1) float32 L2 norms of the tokens (non-finite where a
+    token has a NaN or inf value, or values too large for a float32 norm)."""
+    return torch.linalg.vector_norm(token_states.float(), dim=-1, keepdim=True)
 
-    Args:
-        mask: (B, L) bool, True at real tokens.
 
-    Returns:
-        ``(node_position, node_batch, sentence_rowptr)``: (N,) int64 flat index ``b * L + i`` of every valid
-        token in row-major order, (N,) int64 its sentence, and (B+1,) int64 where each sentence's tokens start.
+def _similarity(states: Tensor, inverse_norm: Tensor, b0: int, b1: int, r0: int, r1: int) -> Tensor:
+    """(G, R, L) cosine similarities of rows ``r0:r1`` of sentences ``b0:b1`` with every token of theirs.
+
+    ``<x_i, x_j> / (|x_i| |x_j|)``: one product of the raw states, scaled in place, so no normalised copy of
+    the states is made; both layouts call this, so they compare the same numbers. NaN where either token is
+    padding (``inverse_norm`` is NaN there), so padding fails every comparison.
     """
-    batch, length = mask.shape
-    node_position = mask.reshape(-1).nonzero().squeeze(1)
-    node_batch = torch.div(node_position, length, rounding_mode="floor")
-    counts = mask.sum(1)
-    sentence_rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    return node_position, node_batch, sentence_rowptr
+    sim = torch.bmm(states[b0:b1, r0:r1], states[b0:b1].transpose(1, 2))
+    return sim.mul_(inverse_norm[b0:b1, r0:r1]).mul_(inverse_norm[b0:b1].transpose(1, 2))
+
+
+def _inverse_norms(norm: Tensor, mask: Tensor, eps: float = 1e-12) -> Tensor:
+    """(B, L, 1) ``1 / max(|x|, eps)`` (as ``F.normalize``), NaN at padding."""
+    return norm.clamp_min(eps).reciprocal().masked_fill_(~mask.unsqueeze(2), float("nan"))
 
 
 def build_token_graph(
@@ -63,6 +68,7 @@ def build_token_graph(
     layout: str = "sparse",
     backend: str | ModuleType = "native",
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    norm: Tensor | None = None,
 ) -> SparseGraph | DenseGraph:
     """Build the token graphs of a padded batch.
 
@@ -75,7 +81,9 @@ def build_token_graph(
         edge_weight: ``"binary"`` (1 on every edge) or ``"cosine"`` (the similarity clamped at 0; self-loops 1).
         layout: ``"sparse"`` (destination-sorted CSR edge list) or ``"dense"`` (masked ``(B, L, L)`` adjacency).
         backend: kernel set name or module (see :mod:`glot_st.kernels`), stored on the graph for the layers.
-        block_elements: the most similarity entries computed at once.
+        block_elements: the most similarity entries computed at once by the sparse layout (the dense layout
+            holds the whole ``(B, L, L)`` similarity, as it holds the ``(B, L, L)`` adjacency).
+        norm: the token norms when already computed (``token_norms(token_states)``).
 
     Returns:
         A :class:`~glot_st.graph_ops.SparseGraph` or :class:`~glot_st.graph_ops.DenseGraph`.
@@ -96,8 +104,11 @@ def build_token_graph(
     kernels = get_kernels(backend) if isinstance(backend, str) else backend
 
     mask = attention_mask.to(device=token_states.device).bool()
-    unit = F.normalize(token_states.float(), dim=-1)
-    knn = _knn_indices(unit, mask, k, block_elements) if graph == "mutual_knn" else None
+    states = token_states.float()
+    inverse_norm = _inverse_norms(token_norms(states) if norm is None else norm, mask)
+    if layout == "dense":
+        return _dense_graph(states, inverse_norm, mask, graph, tau, k, edge_weight == "cosine", kernels)
+    knn = _knn_indices(states, inverse_norm, mask, k, block_elements) if graph == "mutual_knn" else None
     flat_mask = mask.reshape(-1)
     node_position, node_batch, sentence_rowptr = valid_tokens(mask)
     common = dict(
@@ -114,7 +125,7 @@ def build_token_graph(
     cosine = edge_weight == "cosine"
     src_parts, dst_parts, weight_parts = [], [], []
     for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
-        g, i, j, w = _block_edges(unit, mask, b0, b1, r0, r1, graph, tau, k, knn, cosine)
+        g, i, j, w = _block_edges(states, inverse_norm, mask, b0, b1, r0, r1, graph, tau, k, knn, cosine)
         dst_parts.append(node_id[b0 + g, r0 + i])
         src_parts.append(node_id[b0 + g, j])
         if w is not None:
@@ -123,27 +134,49 @@ def build_token_graph(
     dst = _concat(dst_parts, node_position.new_zeros(0))
     src = _concat(src_parts, node_position.new_zeros(0))
     # binary graphs: a weight of 1 on every edge, made once instead of gathered block by block
-    weight = _concat(weight_parts, unit.new_zeros(0)) if cosine else unit.new_ones(dst.numel())
-    if layout == "dense":
-        return _to_dense(src, dst, weight, mask, common)
+    weight = _concat(weight_parts, states.new_zeros(0)) if cosine else states.new_ones(dst.numel())
     counts = torch.bincount(dst, minlength=common["num_nodes"])
     rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
     return SparseGraph(src=src, dst=dst, rowptr=rowptr, weight=weight, **common)
 
 
-def _to_dense(src: Tensor, dst: Tensor, weight: Tensor, mask: Tensor, common: dict) -> DenseGraph:
-    """Scatter the edge list into a (B, L, L) adjacency and weight (one definition of the graph for both
-    layouts); padding rows get a lone self-loop of weight 0 so every softmax row is defined."""
-    batch, length = mask.shape
-    rows = common["node_position"].index_select(0, dst)  # flat (b, i) of the destination
-    cols = common["node_position"].index_select(0, src) % length  # token j of the source
-    adjacency = torch.zeros((batch * length, length), dtype=torch.bool, device=mask.device)
-    adjacency[rows, cols] = True
-    dense_weight = torch.zeros((batch * length, length), dtype=weight.dtype, device=mask.device)
-    dense_weight[rows, cols] = weight
-    eye = torch.eye(length, dtype=torch.bool, device=mask.device)
-    adjacency = adjacency.view(batch, length, length) | (eye & ~mask.unsqueeze(2))
-    return DenseGraph(adjacency=adjacency, weight=dense_weight.view(batch, length, length), **common)
+def _dense_graph(
+    states: Tensor,
+    inverse_norm: Tensor,
+    mask: Tensor,
+    graph: str,
+    tau: float,
+    k: int,
+    cosine: bool,
+    kernels: ModuleType,
+) -> DenseGraph:
+    """The graph as a ``(B, L, L)`` adjacency, from one batched similarity: no edge list, no host sync.
+
+    The comparisons are those of :func:`_block_edges` (on the same products), so both layouts hold the same
+    edges; every position gets a self-loop, padding rows nothing else.
+    """
+    rows, cols = mask.unsqueeze(2), mask.unsqueeze(1)
+    sim = _similarity(states, inverse_norm, 0, states.shape[0], 0, states.shape[1])  # (B, L, L) float32
+    if graph == "threshold":
+        # padding has NaN similarities, hence no edge: no (B, L, L) mask pass needed
+        adjacency = sim > tau
+    else:
+        # k nearest other valid tokens of every row, as a (B, L, L) bool; the self-loop is added below
+        candidates = sim.masked_fill(~cols if graph == "topk" else ~(rows & cols), float("-inf"))
+        candidates.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+        top = candidates.topk(min(k, sim.shape[-1]), dim=-1)
+        del candidates
+        adjacency = torch.zeros(sim.shape, dtype=torch.bool, device=sim.device)
+        adjacency.scatter_(-1, top.indices, top.values > float("-inf"))
+        if graph == "mutual_knn":
+            adjacency = adjacency & adjacency.transpose(1, 2)
+        adjacency &= rows
+    adjacency.diagonal(dim1=1, dim2=2).fill_(True)
+    weight = None
+    if cosine:  # the clamped similarity on the edges of valid rows, 1 on their self-loops
+        sim.diagonal(dim1=1, dim2=2).fill_(1.0)
+        weight = sim.clamp_min_(0.0).masked_fill_(~(adjacency & rows), 0.0)
+    return DenseGraph(mask=mask, adjacency=adjacency, edge_weight=weight, kernels=kernels)
 
 
 def _concat(parts: list[Tensor], empty: Tensor) -> Tensor:
@@ -154,7 +187,8 @@ def _concat(parts: list[Tensor], empty: Tensor) -> Tensor:
 
 
 def _block_edges(
-    unit: Tensor,
+    states: Tensor,
+    inverse_norm: Tensor,
     mask: Tensor,
     b0: int,
     b1: int,
@@ -177,7 +211,7 @@ def _block_edges(
     """
     row_mask = mask[b0:b1, r0:r1]
     padded = not bool(mask[b0:b1].all())
-    diag = torch.arange(r0, r1, device=unit.device)
+    diag = torch.arange(r0, r1, device=states.device)
     if graph == "mutual_knn":
         assert knn is not None
         indices, values = knn[0][b0:b1], knn[1][b0:b1]  # (G, L, k)
@@ -186,9 +220,9 @@ def _block_edges(
         # j = rows[g, i, s] is kept when r0 + i is among j's own neighbours
         back = torch.gather(indices, 1, rows.clamp_min(0).reshape(groups, num_rows * keep, 1).expand(-1, -1, keep))
         mutual = (back.view(groups, num_rows, keep, keep) == diag.view(1, -1, 1, 1)).any(-1) & (rows >= 0)
-        return _candidate_edges(rows, values[:, r0:r1], mutual, row_mask, diag, unit.shape[1], cosine)
+        return _candidate_edges(rows, values[:, r0:r1], mutual, row_mask, diag, states.shape[1], cosine)
 
-    sim = torch.bmm(unit[b0:b1, r0:r1], unit[b0:b1].transpose(1, 2))  # (G, R, L) float32
+    sim = _similarity(states, inverse_norm, b0, b1, r0, r1)  # (G, R, L) float32
     if graph == "topk":
         if padded:
             sim.masked_fill_(~mask[b0:b1].unsqueeze(1), float("-inf"))
@@ -196,7 +230,7 @@ def _block_edges(
         top = sim.topk(min(k, sim.shape[-1]), dim=-1)
         del sim
         found = top.values > float("-inf")
-        return _candidate_edges(top.indices, top.values, found, row_mask, diag, unit.shape[1], cosine)
+        return _candidate_edges(top.indices, top.values, found, row_mask, diag, states.shape[1], cosine)
 
     # threshold: cos > tau, plus a self-loop on every valid token (the diagonal is lifted above any tau)
     sim[:, diag - r0, diag] = 2.0
@@ -253,21 +287,23 @@ def _blocks(mask: Tensor, batch: int, length: int, block_elements: int) -> Itera
 
 
 
-def _knn_indices(unit: Tensor, mask: Tensor, k: int, block_elements: int) -> tuple[Tensor, Tensor]:
+def _knn_indices(
+    states: Tensor, inverse_norm: Tensor, mask: Tensor, k: int, block_elements: int
+) -> tuple[Tensor, Tensor]:
     """Each token's ``k`` nearest other valid tokens, computed block by block.
 
     Returns:
         ``(indices, values)``: (B, L, k) int64 neighbour tokens (``-1`` where fewer exist) and (B, L, k) float32
         their cosine similarities (``-inf`` where none).
     """
-    batch, length, _ = unit.shape
+    batch, length, _ = states.shape
     keep = min(k, length)
-    indices = torch.full((batch, length, keep), -1, dtype=torch.long, device=unit.device)
-    values = torch.full((batch, length, keep), float("-inf"), device=unit.device)
+    indices = torch.full((batch, length, keep), -1, dtype=torch.long, device=states.device)
+    values = torch.full((batch, length, keep), float("-inf"), device=states.device)
     for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
-        sim = torch.bmm(unit[b0:b1, r0:r1], unit[b0:b1].transpose(1, 2))
+        sim = _similarity(states, inverse_norm, b0, b1, r0, r1)
         sim.masked_fill_(~(mask[b0:b1, r0:r1].unsqueeze(2) & mask[b0:b1].unsqueeze(1)), float("-inf"))
-        diag = torch.arange(r0, r1, device=unit.device)
+        diag = torch.arange(r0, r1, device=states.device)
         sim[:, diag - r0, diag] = float("-inf")
         top = sim.topk(keep, dim=-1)
         del sim

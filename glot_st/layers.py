@@ -83,18 +83,27 @@ class GATLayer(nn.Module):
 
     def forward(self, x: Tensor, graph: SparseGraph | DenseGraph) -> Tensor:
         """(N, in_dim) -> (N, out_dim)."""
-        h = self.lin(x).view(-1, self.heads, self.channels)  # (N, H, C)
-        logits = graph.edge_logits((h * self.att_src).sum(-1), (h * self.att_dst).sum(-1))  # edge tensor, H
+        heads, channels = self.heads, self.channels
+        # Every node has its self-loop, so attention rows sum to 1 and sum_j alpha_ij (W x_j + b) = out_i + b: the
+        # bias rides in the projection's GEMM (and its share of the logits is taken off again), unless attention
+        # dropout breaks the sums.
+        fold_bias = self.bias is not None and not (self.training and self.attention_dropout > 0)
+        head_bias = self.bias.view(-1, channels).expand(heads, -1) if fold_bias else None  # (H, C)
+        h = F.linear(x, self.lin.weight, head_bias.reshape(-1) if fold_bias else None).view(-1, heads, channels)
+        att = torch.cat([self.att_src, self.att_dst])  # (2, H, C)
+        scores = torch.einsum("nhc,khc->nkh", h, att)  # (N, 2, H): a_src . W x and a_dst . W x per head
+        if fold_bias:
+            scores = scores - (att * head_bias).sum(-1)
+        edge_scale = None
         if self.lin_edge is not None:
             # lin_edge has no bias, so a_edge . W_e w = w * (a_edge . W_e[:, 0]): one scalar per head.
-            per_head = (self.lin_edge.weight.view(1, self.heads, self.channels) * self.att_edge).sum(-1).view(-1)
-            logits = logits + graph.edge_weights(per_head.to(logits.dtype))
-        alpha = graph.softmax(F.leaky_relu(logits, self.negative_slope))
+            edge_scale = (self.lin_edge.weight.view(1, self.heads, self.channels) * self.att_edge).sum(-1).view(-1)
+        alpha = graph.attention(scores[:, 0], scores[:, 1], self.negative_slope, edge_scale)  # edge tensor, H
         alpha = F.dropout(alpha, p=self.attention_dropout, training=self.training)
         out = graph.propagate(h, alpha)  # (N, H, C)
         # explicit width: reshape(N, -1) is ambiguous for a batch without tokens (N = 0)
         out = out.reshape(out.shape[0], self.heads * self.channels) if self.concat else out.mean(dim=1)
-        return out + self.bias if self.bias is not None else out
+        return out + self.bias if self.bias is not None and not fold_bias else out
 
 
 class GCNLayer(nn.Module):

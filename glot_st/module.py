@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 from glot_st._compat import Module
 from glot_st.freeze import freeze_modules, modules_before
-from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph
+from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph, token_norms
+from glot_st.graph_ops import DenseGraph, SparseGraph
 from glot_st.kernels import get_kernels
 from glot_st.layers import CONVS, make_layer
 from glot_st.model_card import GLOT_CONFIG_FILE, attach_model_card
@@ -23,8 +24,16 @@ logger = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "sparse", "dense")
 TOKEN_STATES_KEY = "glot_token_embeddings"
+# ``layout="auto"``: the largest ``B * heads * L * L`` that goes dense, per device type, when the config leaves
+# ``dense_max_elements`` unset. CPU: measured by ``benchmarks/bench_glot.py`` (the layout section). CUDA: NOT
+# measured (no GPU was available): the dense layout is the one without host syncs, so it is taken up to a
+# bound set by memory (2**26 entries: 256 MiB per (B, H, L, L) float32 tensor).
+DEFAULT_DENSE_MAX_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 26}
+# The dense layout computes every padded position; on a CPU, where counting the real tokens costs no sync,
+# ``auto`` also needs at least this share of the (B, L) grid to be real tokens (measured, as above).
+DENSE_MIN_FILL_CPU = 0.7
 
-__all__ = ["GLOT", "LAYOUTS", "TOKEN_STATES_KEY"]
+__all__ = ["DEFAULT_DENSE_MAX_ELEMENTS", "DENSE_MIN_FILL_CPU", "GLOT", "LAYOUTS", "TOKEN_STATES_KEY"]
 
 
 class GLOT(Module):
@@ -57,16 +66,25 @@ class GLOT(Module):
         dropout: dropout on every layer's output and on GAT attention coefficients, during training only.
         backend: sparse kernels, ``auto`` | ``native`` | ``torch_scatter`` (see :mod:`glot_st.kernels`).
         layout: ``auto`` (dense masked matmul for batches with at most ``dense_max_elements`` adjacency
-            entries, sparse CSR otherwise), ``sparse`` or ``dense``. Results agree within float tolerance.
-        dense_max_elements: ``B * heads * L * L`` bound of the ``auto`` layout's dense path. The default
-            ``1 << 17`` (131,072) is measured (``benchmarks/bench_glot.py``, CPU, forward and forward+backward):
-            up to it dense is level with sparse or up to ~10% faster (small batches); from ~1M entries on
-            sparse is faster, by 5-10% at 1M, ~15% at 2M (B=8, L=512) and ~20% at 4-8M. On a GPU a larger
-            bound may pay off.
+            entries and, on a CPU, at least ``DENSE_MIN_FILL_CPU`` of real tokens; sparse CSR otherwise),
+            ``sparse`` or ``dense``. Results agree within float tolerance. The
+            dense layout has no host sync when ``validate_inputs`` is off (see below); the sparse one does.
+        dense_max_elements: ``B * heads * L * L`` bound of the ``auto`` layout's dense path; ``None`` (default)
+            takes the bound of the input's device type from ``DEFAULT_DENSE_MAX_ELEMENTS`` (measured on CPU, not
+            on CUDA; see ``benchmarks/results/bench_glot.md``).
         output_token_states: also write the refined token states under ``glot_token_embeddings``.
         freeze_backbone: when the module becomes part of a model, freeze every module in front of it (no
             gradients, eval mode).
+
+    Attributes:
+        validate_inputs: a runtime switch, not saved with the config (default ``True``). When set, a NaN or inf
+            value at a real token raises a ValueError naming the batch rows; the check reuses the token norms
+            the graph needs, and reads one bool on the host. Set it to ``False`` for a forward without any host
+            sync on the dense layout (CUDA graphs, ``torch.compile(fullgraph=True)``): a non-finite token then
+            gives a NaN embedding for its sentence instead of an error.
     """
+
+    validate_inputs: bool = True
 
     config_file_name = GLOT_CONFIG_FILE
     config_keys: list[str] = [
@@ -107,7 +125,7 @@ class GLOT(Module):
         dropout: float = 0.1,
         backend: str = "auto",
         layout: str = "auto",
-        dense_max_elements: int = 1 << 17,
+        dense_max_elements: int | None = None,
         output_token_states: bool = False,
         freeze_backbone: bool = True,
     ):
@@ -128,7 +146,7 @@ class GLOT(Module):
         self.dropout = float(dropout)
         self.backend = backend
         self.layout = layout
-        self.dense_max_elements = int(dense_max_elements)
+        self.dense_max_elements = None if dense_max_elements is None else int(dense_max_elements)
         self.output_token_states = bool(output_token_states)
         self.freeze_backbone = bool(freeze_backbone)
         self._kernels = get_kernels(backend)  # raises with the install command if torch_scatter is missing
@@ -247,8 +265,15 @@ class GLOT(Module):
     def _pool(self, token_states: Tensor, attention_mask: Tensor, with_tokens: bool) -> tuple[Tensor, Tensor | None]:
         mask = self._check_inputs(token_states, attention_mask)
         batch, length, _ = token_states.shape
-        dtype = self.readout.scorer[0].weight.dtype
+        tokens = int(mask.sum()) if self.layout == "auto" and mask.device.type == "cpu" else None  # no sync on CPU
+        layout = self._choose_layout(batch, length, token_states.device, tokens)
         with torch.no_grad():
+            norm = token_norms(token_states)  # (B, L, 1): the graph's cosine needs them, the value check too
+            # (padding present, every token finite): what the dense layout needs to zero the padding rows; unknown
+            # (assume the worst) without the check, whose host read they share
+            padding = (True, False)
+            if self.validate_inputs:
+                padding = _raise_on_non_finite(norm.squeeze(-1), mask)
             graph = build_token_graph(
                 token_states,
                 mask,
@@ -256,16 +281,15 @@ class GLOT(Module):
                 graph=self.graph,
                 k=self.k,
                 edge_weight=self.edge_weight,
-                layout=self._choose_layout(batch, length),
+                layout=layout,
                 backend=self._kernels,
+                norm=norm,
             )
+        if layout == "dense":
+            return self._pool_dense(token_states, mask, graph, with_tokens, *padding)
+        dtype = self.readout.scorer[0].weight.dtype
         nodes = token_states.reshape(batch * length, self.in_dim).index_select(0, graph.node_position).to(dtype)
-        hidden, layer_outputs = nodes, []
-        for layer in self.layers:
-            hidden = F.dropout(F.relu(layer(hidden, graph)), p=self.dropout, training=self.training)
-            layer_outputs.append(hidden)
-        features = self.jumping_knowledge(nodes, layer_outputs)
-
+        features = self.jumping_knowledge(nodes, self._layer_outputs(nodes, graph))
         embeddings, _ = self.readout(features, graph.node_batch, graph.sentence_rowptr, batch, self._kernels)
         if not with_tokens:
             return embeddings, None
@@ -273,16 +297,69 @@ class GLOT(Module):
         padded = padded.index_copy(0, graph.node_position, features).view(batch, length, features.shape[1])
         return embeddings, padded
 
-    def _choose_layout(self, batch: int, length: int) -> str:
+    def _pool_dense(
+        self,
+        token_states: Tensor,
+        mask: Tensor,
+        graph: DenseGraph,
+        with_tokens: bool,
+        has_padding: bool,
+        all_finite: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The dense layout on all ``B * L`` rows of the padded grid: no gather, no scatter, no host sync.
+
+        ``has_padding``: False only when the batch is known to have no padding; ``all_finite``: every token,
+        padding included, is known to be finite.
+        """
+        batch, length, _ = token_states.shape
+        dtype = self.readout.scorer[0].weight.dtype
+        # padding rows become zeros: finite, so the zero attention and readout weights cancel them exactly. The
+        # multiply by the mask is the cheaper pass, but keeps a NaN at padding, so it needs all_finite.
+        keep = mask.unsqueeze(2)
+        if not has_padding:
+            nodes = token_states
+        else:
+            nodes = token_states * keep if all_finite else torch.where(keep, token_states, 0.0)
+        nodes = nodes.to(dtype).reshape(batch * length, self.in_dim)
+        layer_outputs = self._layer_outputs(nodes, graph)
+        if self.jk == "cat":  # the readout takes the parts, so the (B*L, D) features are never concatenated
+            parts = [nodes, *layer_outputs]
+        else:
+            parts = [self.jumping_knowledge(nodes, layer_outputs)]
+        parts = [part.view(batch, length, part.shape[-1]) for part in parts]
+        embeddings, _ = self.readout.pool_padded(parts, mask)
+        if not with_tokens:
+            return embeddings, None
+        return embeddings, torch.cat(parts, dim=-1).masked_fill(~mask.unsqueeze(2), 0.0)
+
+    def _layer_outputs(self, nodes: Tensor, graph: SparseGraph | DenseGraph) -> list[Tensor]:
+        """Message passing: (rows, in_dim) -> K tensors (rows, hidden_dim)."""
+        hidden, layer_outputs = nodes, []
+        for layer in self.layers:
+            # in place: every layer returns a fresh tensor that its own backward does not need
+            hidden = F.dropout(F.relu(layer(hidden, graph), inplace=True), p=self.dropout, training=self.training)
+            layer_outputs.append(hidden)
+        return layer_outputs
+
+    def _choose_layout(
+        self, batch: int, length: int, device: torch.device | str = "cpu", tokens: int | None = None
+    ) -> str:
+        """The layout of a ``(batch, length)`` input with ``tokens`` real tokens (``None``: unknown) on ``device``."""
         if self.layout != "auto":
             return self.layout
         if self.conv == "gine":
             return "sparse"
+        if tokens is not None and torch.device(device).type == "cpu" and tokens < DENSE_MIN_FILL_CPU * batch * length:
+            return "sparse"
+        bound = self.dense_max_elements
+        if bound is None:
+            kind = torch.device(device).type
+            bound = DEFAULT_DENSE_MAX_ELEMENTS.get(kind, DEFAULT_DENSE_MAX_ELEMENTS["cpu"])
         heads = self.heads if self.conv == "gat" else 1
-        return "dense" if batch * heads * length * length <= self.dense_max_elements else "sparse"
+        return "dense" if batch * heads * length * length <= bound else "sparse"
 
     def _check_inputs(self, token_states: Tensor, attention_mask: Tensor) -> Tensor:
-        """Validate shapes, width and values; return the mask as a bool (B, L) tensor."""
+        """Validate shapes, width and dtype; return the mask as a bool (B, L) tensor (values: see ``_pool``)."""
         if not isinstance(token_states, Tensor) or token_states.dim() != 3:
             shape = tuple(token_states.shape) if isinstance(token_states, Tensor) else type(token_states).__name__
             raise ValueError(f"token_embeddings must be a (batch, tokens, in_dim) tensor; got {shape}")
@@ -298,13 +375,7 @@ class GLOT(Module):
                 f"attention_mask has shape {tuple(attention_mask.shape)} but token_embeddings have "
                 f"(batch, tokens) = {tuple(token_states.shape[:2])}"
             )
-        mask = attention_mask.to(device=token_states.device) != 0
-        # a token is finite iff its largest |value| is (amax propagates NaN); ~10x faster on CPU than isfinite(x)
-        finite = torch.isfinite(token_states.abs().amax(-1)) | ~mask
-        if not bool(finite.all()):
-            rows = (~finite).any(-1).nonzero().flatten().tolist()
-            raise ValueError(f"token_embeddings contain NaN or inf at real tokens of batch row(s) {rows[:10]}")
-        return mask
+        return attention_mask.to(device=token_states.device) != 0
 
     def __repr__(self) -> str:
         return f"GLOT({self.get_config_dict()})"
@@ -319,6 +390,25 @@ class GLOT(Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._kernels = get_kernels(self.backend)
+
+
+def _raise_on_non_finite(norm: Tensor, mask: Tensor) -> tuple[bool, bool]:
+    """ValueError naming the batch rows whose real tokens have a non-finite norm (a NaN or inf value).
+
+    ``norm``: (B, L) float32 token norms; ``mask``: (B, L) bool. Returns ``(has_padding, all_finite)``: whether
+    the mask has padding, whether every token, padding included, is finite. Reads three bools on the host (one
+    device sync).
+    """
+    finite = torch.isfinite(norm)
+    bad = ~finite & mask
+    any_bad, has_padding, all_finite = torch.stack([bad.any(), ~mask.all(), finite.all()]).tolist()
+    if any_bad:
+        rows = bad.any(-1).nonzero().flatten().tolist()
+        raise ValueError(
+            f"token_embeddings contain NaN or inf (or values too large for a float32 norm) at real tokens of "
+            f"batch row(s) {rows[:10]}"
+        )
+    return has_padding, all_finite
 
 
 def _validate_config(config: dict[str, Any]) -> None:
@@ -338,7 +428,8 @@ def _validate_config(config: dict[str, Any]) -> None:
     positive_int("num_layers", minimum=0)
     positive_int("heads")
     positive_int("k")
-    positive_int("dense_max_elements", minimum=0)
+    if config["dense_max_elements"] is not None:
+        positive_int("dense_max_elements", minimum=0)
     if config["scorer_hidden"] is not None:
         positive_int("scorer_hidden")
     choice("conv", CONVS)

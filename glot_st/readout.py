@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 JK_MODES = ("cat", "max", "mean")
@@ -77,3 +78,34 @@ class AttentionReadout(nn.Module):
         pooled = features.new_zeros((num_sentences, features.shape[1]))
         pooled = pooled.index_add(0, node_batch, weights.unsqueeze(1) * features)
         return pooled, weights
+
+    def pool_padded(self, parts: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Pool a padded batch: the result of :meth:`forward` on its valid tokens, with no host sync.
+
+        The features are given as parts whose concatenation they are (jumping knowledge ``cat``: the input and
+        every layer output), so they are never concatenated: the scorer's first layer sums the products of its
+        column blocks, and each part is pooled on its own.
+
+        Args:
+            parts: (B, L, C_k) tensors, ``sum(C_k) = D``; padding positions must be finite (their weight is 0).
+            mask: (B, L) bool, True at real tokens.
+
+        Returns:
+            ``(embeddings (B, D), weights (B, L))``; weights are zero at padding and sum to 1 within each
+            non-empty sentence; a sentence without tokens gets a zero vector.
+        """
+        batch, length = mask.shape
+        first, activation, last = self.scorer
+        hidden, start = None, 0
+        for part in parts:
+            width = part.shape[-1]
+            flat, weight = part.reshape(batch * length, width), first.weight[:, start : start + width]
+            hidden = F.linear(flat, weight, first.bias) if hidden is None else hidden.addmm_(flat, weight.t())
+            start += width
+        # in place: the Tanh's backward needs only its output, and the pre-activation is needed by nothing
+        logits = last(hidden.tanh_() if isinstance(activation, nn.Tanh) else activation(hidden)).view(batch, length)
+        # padding gets the lowest finite logit, so a row without tokens stays finite (and is zeroed below)
+        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+        weights = torch.softmax(logits, dim=-1).masked_fill(~mask, 0.0).unsqueeze(1)  # (B, 1, L)
+        pooled = torch.cat([torch.bmm(weights, part).squeeze(1) for part in parts], dim=-1)
+        return pooled, weights.squeeze(1)

@@ -43,16 +43,16 @@ def main() -> None:
     parser.add_argument("--output-dir", default=None, help="trainer output_dir (default: next to --out)")
     args = parser.parse_args()
 
-    import glot_st
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
+    import glot_st
     from glot_st._compat import losses
 
     CosineSimilarityLoss = losses.CosineSimilarityLoss
 
-    from glot_st.train.data import load_split
     from glot_st.resources import minilm_path
+    from glot_st.train.data import load_split
     from glot_st.train.st_trainer import prepare_for_st_trainer
 
     torch.set_num_threads(1)

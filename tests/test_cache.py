@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+import glot_st.train.cache as cache_pkg
+import glot_st.train.cache.keys as keys_mod
 import glot_st.train.cache.store as cache_mod
 from glot_st.train.cache import LengthBucketBatchSampler, TokenCache, build_cache, iter_cached_batches, open_cache
 from glot_st.train.data import load_split
@@ -246,28 +248,28 @@ def test_sampler_is_deterministic_and_covers_every_item():
 def test_weight_digest_samples_big_models_with_a_stride(monkeypatch):
     torch.manual_seed(0)
     layer = torch.nn.Linear(300, 400)  # 120k weights > the 65,536-element sample
-    full = cache_mod._weights_digest(layer)
-    monkeypatch.setattr(cache_mod, "_FULL_HASH_LIMIT_BYTES", 0)  # pretend the model is big
-    strided = cache_mod._weights_digest(layer)
-    assert strided != full and strided == cache_mod._weights_digest(layer)
+    full = keys_mod._weights_digest(layer)
+    monkeypatch.setattr(keys_mod, "_FULL_HASH_LIMIT_BYTES", 0)  # pretend the model is big
+    strided = keys_mod._weights_digest(layer)
+    assert strided != full and strided == keys_mod._weights_digest(layer)
     with torch.no_grad():
         layer.weight.view(-1)[0] += 1.0  # a sampled element (the first)
-    assert cache_mod._weights_digest(layer) != strided
+    assert keys_mod._weights_digest(layer) != strided
     with torch.no_grad():
         layer.weight.view(-1)[0] -= 1.0
         layer.bias[0] += 1.0  # small parameters are sampled completely
-    assert cache_mod._weights_digest(layer) != strided
+    assert keys_mod._weights_digest(layer) != strided
 
 
 def test_weight_digest_samples_on_the_device_before_copying(monkeypatch):
     torch.manual_seed(0)
     layer = torch.nn.Linear(300, 400)
-    monkeypatch.setattr(cache_mod, "_FULL_HASH_LIMIT_BYTES", 0)
+    monkeypatch.setattr(keys_mod, "_FULL_HASH_LIMIT_BYTES", 0)
     # the sample is the one the old copy-then-sample code hashed: cache keys stay the same
     flat = layer.weight.detach().to("cpu").contiguous().reshape(-1)
-    stride = -(-flat.numel() // cache_mod._SAMPLE_ELEMENTS)
+    stride = -(-flat.numel() // keys_mod._SAMPLE_ELEMENTS)
     old = torch.cat([flat[::stride], flat[-1:]]).contiguous().view(torch.uint8).numpy().tobytes()
-    assert cache_mod._tensor_bytes(layer.weight, sample=True) == old
+    assert keys_mod._tensor_bytes(layer.weight, sample=True) == old
 
     copied = []
     real_cpu, real_to = torch.Tensor.cpu, torch.Tensor.to
@@ -283,8 +285,8 @@ def test_weight_digest_samples_on_the_device_before_copying(monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "cpu", cpu)
     monkeypatch.setattr(torch.Tensor, "to", to)
-    cache_mod._weights_digest(layer)
-    assert copied and max(copied) <= cache_mod._SAMPLE_ELEMENTS + 1  # never the whole 120k-element weight
+    keys_mod._weights_digest(layer)
+    assert copied and max(copied) <= keys_mod._SAMPLE_ELEMENTS + 1  # never the whole 120k-element weight
 
 
 def test_encode_shard_copies_once_per_batch(st_model, texts, monkeypatch):
@@ -345,7 +347,7 @@ def test_default_prompt_is_applied_and_keyed(minilm_dir, texts, built32, tmp_pat
         minilm_dir, device="cpu", prompts={"query": "query: "}, default_prompt_name="query"
     )
     model.max_seq_length = MAX_LEN
-    assert cache_mod.default_prompt(model) == "query: "
+    assert cache_pkg.default_prompt(model) == "query: "
     cache = build_cache(model, texts[:3], tmp_path, dtype="float32", show_progress_bar=False)
     assert cache.key["prompt"] == "query: "
     encoded = model.encode(texts[:3], output_value="token_embeddings", convert_to_numpy=False)
@@ -355,15 +357,15 @@ def test_default_prompt_is_applied_and_keyed(minilm_dir, texts, built32, tmp_pat
         torch.testing.assert_close(states[0, : tokens.shape[0]], tokens.float(), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match=r"default prompt differs \(cache None, model 'query: '\)"):
         open_cache(built32.directory, model, texts)
-    assert cache_mod.cache_key(model, texts) != built32.key
+    assert cache_pkg.cache_key(model, texts) != built32.key
 
 
 def test_preprocess_falls_back_to_tokenize():
     from types import SimpleNamespace
 
     old_style = SimpleNamespace(tokenize=lambda batch: {"texts": batch})  # sentence-transformers < 6
-    assert cache_mod._preprocess(old_style, ["a", "b"], None) == {"texts": ["a", "b"]}
-    assert cache_mod._preprocess(old_style, ["a"], "query: ") == {"texts": ["query: a"]}
+    assert keys_mod.preprocess(old_style, ["a", "b"], None) == {"texts": ["a", "b"]}
+    assert keys_mod.preprocess(old_style, ["a"], "query: ") == {"texts": ["query: a"]}
 
 
 def test_get_batch_index_types_and_storage_dtype(st_model, texts, built32, tmp_path):
@@ -389,5 +391,5 @@ def test_get_batch_index_types_and_storage_dtype(st_model, texts, built32, tmp_p
 
 
 def test_public_names():
-    assert {"key_fingerprint", "default_prompt", "CACHE_DTYPES"} <= set(cache_mod.__all__)
-    assert all(hasattr(cache_mod, name) for name in cache_mod.__all__)
+    assert {"key_fingerprint", "default_prompt", "CACHE_DTYPES", "build_cache", "cache_key"} <= set(cache_pkg.__all__)
+    assert all(hasattr(cache_pkg, name) for name in cache_pkg.__all__)

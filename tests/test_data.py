@@ -7,8 +7,8 @@ import math
 import pytest
 
 from glot_st.train.data import TASKS, TaskSpec, TextSplit, load_split
-from glot_st.train.metrics import METRICS
 from glot_st.train.data import resolve_data_dir as data_dir
+from glot_st.train.metrics import METRICS
 
 # documented in glot_st/datasets/README.md
 ROW_COUNTS = {

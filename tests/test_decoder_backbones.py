@@ -14,11 +14,10 @@ from __future__ import annotations
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
+from tiny_backbones import save_tiny_backbone
 
 import glot_st
 from glot_st import GLOT
-from tiny_backbones import save_tiny_backbone
-
 from glot_st._compat import Pooling
 
 SENTENCES = [

@@ -8,7 +8,6 @@ import re
 import numpy as np
 import pytest
 
-from glot_st.train.data import TASKS, load_split
 from glot_st.bench.runners import (
     METHOD_LABELS,
     Budget,
@@ -19,6 +18,7 @@ from glot_st.bench.runners import (
     run_stress,
     stress_markdown,
 )
+from glot_st.train.data import TASKS, load_split
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

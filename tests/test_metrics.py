@@ -1,12 +1,12 @@
-"""Pure-numpy metrics: hand-checked values, agreement with numpy.corrcoef, undefined cases, errors."""
+"""Task metrics (scikit-learn / scipy underneath): hand-checked values, agreement with numpy, undefined cases."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from glot_st.train.metrics import (
-    _average_ranks,
     accuracy,
     compute_metric,
     f1_binary,
@@ -68,14 +68,13 @@ def test_pearson_matches_corrcoef():
     assert pearson([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
 
 
-def test_correlations_of_constant_input_are_zero():
-    assert pearson([0.1] * 7, list(range(7))) == 0.0
-    assert spearman(list(range(7)), [2.0] * 7) == 0.0
-
-
-def test_average_ranks_with_ties():
-    np.testing.assert_array_equal(_average_ranks(np.array([10.0, 20, 20, 30])), [1, 2.5, 2.5, 4])
-    np.testing.assert_array_equal(_average_ranks(np.array([3.0, 1, 3, 3])), [3, 1, 3, 3])
+def test_correlations_of_constant_input_fail_instead_of_scoring_zero():
+    with pytest.raises(ValueError, match="pearson is undefined: x is constant"):
+        pearson([0.1] * 7, list(range(7)))
+    with pytest.raises(ValueError, match="spearman is undefined: y is constant"):
+        spearman(list(range(7)), [2.0] * 7)
+    with pytest.raises(ValueError, match="undefined"):
+        compute_metric("spearman", [0.5] * 4, [1, 2, 3, 4])  # a collapsed regression head
 
 
 def test_spearman_hand_checked_without_ties():
@@ -98,7 +97,7 @@ def test_spearman_random_against_corrcoef_of_ranks():
     rng = np.random.default_rng(2)
     x = rng.integers(0, 6, 300).astype(float)  # many ties
     y = x + rng.normal(size=300)
-    rx, ry = _average_ranks(x), _average_ranks(y)
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
     assert spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1], abs=1e-12)
 
 

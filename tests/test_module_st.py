@@ -8,11 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import random_batch, randomized_glot
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 import glot_st
-from conftest import random_batch, randomized_glot
 from glot_st import GLOT
 
 TEXTS = [

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("mteb")
 
+from glot_st.bench.mteb_tasks import TASK_NAME, evaluate_mteb, make_stsb_task  # noqa: E402
 from glot_st.train.data import load_split  # noqa: E402
 from glot_st.train.metrics import pearson, spearman  # noqa: E402
-from glot_st.bench.mteb_tasks import TASK_NAME, evaluate_mteb, make_stsb_task  # noqa: E402
 
 LIMIT = 48
 

@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import random_batch
+
 from glot_st import GLOT
 
 IN_DIM = 8

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import glot_st
 import glot_st.train.loop as training_mod
 from glot_st.baselines import make_pooler
+from glot_st.train import load_head, train_cached
 from glot_st.train.data import TextSplit, load_split
 from glot_st.train.heads import (
     ClassificationHead,
@@ -21,7 +22,6 @@ from glot_st.train.heads import (
     make_head,
 )
 from glot_st.train.heads import load_head as heads_load_head
-from glot_st.train import load_head, train_cached
 
 # ------------------------------------------------------------------------------------------------ heads
 
@@ -404,8 +404,8 @@ def test_cli_turns_library_errors_into_exit_2(error, capsys, monkeypatch):
 
 
 def test_cli_choices_are_derived():
-    from glot_st.train.cache import CACHE_DTYPES
     from glot_st.cli import _GLOT_KEYS, GLOT_ARGUMENTS, build_parser
+    from glot_st.train.cache import CACHE_DTYPES
     from glot_st.train.data import TASKS
     from glot_st.train.heads import HEAD_KINDS
 

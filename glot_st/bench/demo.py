@@ -1,7 +1,7 @@
 """The main job (``make demo``): MiniLM + GLOT trained on the stress test at rho = 0.9, against the baselines.
 
 1. Compose the offline all-MiniLM-L6-v2 (frozen) with GLOT (library defaults), max_seq_length 256.
-2. Generate the signal-dilution stress test at rho = 0.9 (``glot_st.stress``).
+2. Generate the signal-dilution stress test at rho = 0.9 (``glot_st.bench.stress``).
 3. Train GLOT + a linear head from the token-state cache (the backbone runs once over the texts), then
    CLS, mean, max and AdaPool with the same budget from the same cache; print their eval accuracies.
 4. Save the trained model, reload it with ``glot_st.load``, encode two sentences (print their cosine
@@ -15,21 +15,17 @@ Exit status 1 if the reloaded embeddings differ.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
 
-import torch  # noqa: E402
-
-import glot_st  # noqa: E402
-from glot_st.bench.runners import METHOD_LABELS, Budget, train_method  # noqa: E402
-from glot_st.resources import minilm_path  # noqa: E402
+import glot_st
+from glot_st.bench.runners import METHOD_LABELS, Budget, train_method
 from glot_st.bench.stress import STRESS_TASK, make_stress_task  # noqa: E402
+from glot_st.resources import minilm_path  # noqa: E402
 from glot_st.train.loop import train_cached  # noqa: E402
 
 RHO = 0.9
@@ -38,7 +34,7 @@ SENTENCES = ("A man is playing a guitar.", "Someone plays an instrument.")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m glot_st.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m glot_st.bench.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--n-train", type=int, default=1000, help="training texts (default 1000)")
     parser.add_argument("--n-eval", type=int, default=250, help="eval texts (default 250)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs for every method (default 4)")

@@ -1,7 +1,7 @@
 """A local mteb STS task on the bundled STS-B test split, and ``evaluate_mteb(model)``.
 
 mteb is an optional (test / extra) dependency: it is imported only when a task is built. The task never
-downloads anything: its ``load_data`` builds a ``datasets.Dataset`` from :func:`glot_st.data.load_split`
+downloads anything: its ``load_data`` builds a ``datasets.Dataset`` from :func:`glot_st.train.data.load_split`
 (the bundled copy, or another ``data_dir``).
 
 Public API::

@@ -9,7 +9,7 @@ its pooler (if it has weights) and a task head from the same token-state cache.
   head on the pooled embedding; eval accuracy. Writes ``stress.json``, ``stress.md`` and
   ``stress_accuracy_vs_rho.png``.
 * :func:`run_glue`: CoLA (MCC), SST-2 (accuracy), STS-B (Spearman), MRPC (F1), RTE (accuracy) on their
-  dev splits (STS-B: test); heads from :mod:`glot_st.heads` by task kind (linear; linear on ``[z1; z2]``;
+  dev splits (STS-B: test); heads from :mod:`glot_st.train.heads` by task kind (linear; linear on ``[z1; z2]``;
   cosine of a projected pair for STS-B). Training rows are capped at ``max_train`` by a fixed random
   subset, the same for every method and seed. Also scores the backbone's own untrained pooling on STS-B.
   Writes ``glue.json`` and ``glue.md``.
@@ -44,11 +44,12 @@ import torch
 
 from glot_st.baselines import make_pooler
 from glot_st.bench.paths import results_dir
-from glot_st.train.data import TASKS, TextSplit, load_split
-from glot_st.train.metrics import spearman
-from glot_st.module import GLOT
 from glot_st.bench.stress import PAPER_RHOS, STRESS_TASK, make_stress_task
+from glot_st.module import GLOT
+from glot_st.train.cache import backbone_identity
+from glot_st.train.data import TASKS, TextSplit, load_split
 from glot_st.train.loop import seed_everything, train_cached
+from glot_st.train.metrics import spearman
 
 __all__ = [
     "DEFAULT_GLUE_DIR",
@@ -59,6 +60,7 @@ __all__ = [
     "STRESS_TARGET",
     "Budget",
     "glue_markdown",
+    "backbone_record",
     "load_backbone",
     "make_method_pooler",
     "plot_stress",
@@ -133,6 +135,16 @@ def load_backbone(max_seq_length: int = 256, device: str | None = "cpu") -> Any:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+def backbone_record(backbone: Any) -> dict[str, str]:
+    """What the protocol records about the frozen backbone: its name or path and its identity digests.
+
+    A resumed run reuses earlier runs only when this record is equal, so runs of another backbone (or of the
+    same name with other weights, tokenizer or settings) are never mixed in.
+    """
+    name = getattr(backbone[0].auto_model.config, "_name_or_path", "") or "unnamed"
+    return {"name": str(name), **backbone_identity(backbone)}
 
 
 def _token_width(backbone: Any) -> int:
@@ -352,7 +364,7 @@ def run_stress(
         "optimizer": "AdamW",
         "head": "linear (single sentence)",
         "max_seq_length": int(backbone[0].max_seq_length),
-        "backbone": "sentence-transformers/all-MiniLM-L6-v2 (frozen, offline copy)",
+        "backbone": backbone_record(backbone),
         "glot_config": glot_effective,
         "reported": "eval accuracy after the last epoch",
     }
@@ -592,7 +604,7 @@ def run_glue(
         "metrics": {t: TASKS[t].metric for t in tasks},
         "eval_splits": {t: TASKS[t].eval_split for t in tasks},
         "max_seq_length": int(backbone[0].max_seq_length),
-        "backbone": "sentence-transformers/all-MiniLM-L6-v2 (frozen, offline copy)",
+        "backbone": backbone_record(backbone),
         "data_dir": None if data_dir is None else str(data_dir),
         "glot_config": glot_effective,
         "reported": "eval metric after the last epoch",

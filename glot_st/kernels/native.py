@@ -11,10 +11,6 @@ import warnings
 import torch
 from torch import Tensor
 
-# torch warns once that CSR support is "in beta" when the first CSR tensor is made; the few CSR operations
-# used here (construction, mm, transpose, sampled_addmm) are long stable, so keep the warning out of users' logs.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
-
 __all__ = ["index_add_rows", "segment_softmax", "segment_sum", "spmm"]
 
 
@@ -61,9 +57,13 @@ def spmm(rowptr: Tensor, col: Tensor, values: Tensor, dense: Tensor) -> Tensor:
 
 
 def _csr(rowptr: Tensor, col: Tensor, values: Tensor, num_cols: int) -> Tensor:
-    return torch.sparse_csr_tensor(
-        rowptr, col, values, size=(rowptr.numel() - 1, num_cols), check_invariants=False
-    )
+    # torch warns that CSR support is "in beta" when a CSR tensor is made; the few CSR operations used here
+    # (construction, mm, transpose, sampled_addmm) are long stable. Silence that warning for this call only.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+        return torch.sparse_csr_tensor(
+            rowptr, col, values, size=(rowptr.numel() - 1, num_cols), check_invariants=False
+        )
 
 
 class _CSRMatmul(torch.autograd.Function):

@@ -102,7 +102,7 @@ class TaskSpec:
         kind: ``"single"`` (one sentence, classification), ``"pair"`` (two sentences, classification)
             or ``"regression"`` (two sentences, float score).
         num_labels: number of classes; ``1`` for regression.
-        metric: name understood by ``glot_st.metrics.compute_metric``: ``"mcc"``, ``"accuracy"``,
+        metric: name understood by ``glot_st.train.metrics.compute_metric``: ``"mcc"``, ``"accuracy"``,
             ``"spearman"`` or ``"f1"``.
         eval_split: the split a result is reported on (``"dev"``; ``"test"`` for STS-B).
         splits: names of the splits that ``load_split`` accepts for this task.

@@ -153,7 +153,7 @@ class _CachedSplit:
     ids_a: np.ndarray  # (N,) int64 cache rows
     ids_b: np.ndarray | None  # (N,) int64 or None
     labels: torch.Tensor | None  # (N,) head targets from check_labels, or None (needs_labels False)
-    gold: list  # raw labels for the metric
+    gold: list | None  # raw labels for the metric (None: a label-free split)
 
     def lengths(self) -> np.ndarray:
         la = self.cache.lengths[self.ids_a]
@@ -232,7 +232,7 @@ def _cache_split(
     row_of = {text: i for i, text in enumerate(unique)}
     ids_a = np.array([row_of[t] for t in texts_a], dtype=np.int64)
     ids_b = None if texts_b is None else np.array([row_of[t] for t in texts_b], dtype=np.int64)
-    return _CachedSplit(cache, ids_a, ids_b, labels, list(split.labels))
+    return _CachedSplit(cache, ids_a, ids_b, labels, None if split.labels is None else list(split.labels))
 
 
 def _pool_batch(pooler: torch.nn.Module, data: _CachedSplit, rows: np.ndarray, device: torch.device):

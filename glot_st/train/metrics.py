@@ -39,10 +39,10 @@ def _pair(a, b, name_a: str, name_b: str, numeric: bool) -> tuple[np.ndarray, np
         if numeric:
             bad = np.flatnonzero(~np.isfinite(arr))
             if bad.size:
-                raise ValueError(f"{name} has a non-finite value at index {int(bad[0])}: {arr[bad[0]]}")
+                raise ValueError(f"{name}[{int(bad[0])}] is {arr[bad[0]]} (values must be finite)")
         arrays.append(arr)
     if arrays[0].shape != arrays[1].shape:
-        raise ValueError(f"{name_a} has {arrays[0].size} values but {name_b} has {arrays[1].size}")
+        raise ValueError(f"{name_a} has {arrays[0].size} items but {name_b} has {arrays[1].size}")
     return arrays[0], arrays[1]
 
 

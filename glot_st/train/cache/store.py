@@ -253,6 +253,7 @@ def build_cache(
     with _folder_lock(directory):
         manifest = _manifest_for_build(directory, key, dtype, shard_size, overwrite)
         _fill_shards(model, texts, directory, manifest, batch_size, device, show_progress_bar)
+    return TokenCache(directory)
 
 
 def _manifest_for_build(

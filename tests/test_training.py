@@ -273,10 +273,11 @@ def test_regression_head_trains_on_scores_scaled_once(fresh, stsb, cache_root, m
 
 
 def test_backbone_hashed_once_and_texts_validated_once(fresh, stsb, cache_root, monkeypatch):
+    import glot_st.train.cache.keys as keys_mod
     import glot_st.train.cache.store as cache_mod
 
     hashed, validated = [], []
-    real_identity, real_validate = cache_mod.backbone_identity, cache_mod.validate_texts
+    real_identity, real_validate = keys_mod.backbone_identity, cache_mod.validate_texts
 
     def identity(model):
         hashed.append(1)
@@ -287,7 +288,7 @@ def test_backbone_hashed_once_and_texts_validated_once(fresh, stsb, cache_root, 
         return real_validate(texts, name=name)
 
     monkeypatch.setattr(training_mod, "backbone_identity", identity)
-    monkeypatch.setattr(cache_mod, "backbone_identity", identity)
+    monkeypatch.setattr(keys_mod, "backbone_identity", identity)
     monkeypatch.setattr(training_mod, "validate_texts", validate)
     monkeypatch.setattr(cache_mod, "validate_texts", validate)
     run(fresh, *stsb, cache_root, epochs=1)

@@ -204,9 +204,25 @@ def build_split_cache(
     where = f"split {split.task}/{split.split}"
     texts_a = validate_texts(split.texts_a, name=f"{where} column texts_a")
     texts_b = None if split.texts_b is None else validate_texts(split.texts_b, name=f"{where} column texts_b")
-    unique = _unique_texts(texts_a, texts_b)
+    return _build_unique_cache(
+        model, split, _unique_texts(texts_a, texts_b), Path(cache_root), dtype, batch_size, show_progress_bar,
+        backbone,
+    )
+
+
+def _build_unique_cache(
+    model: torch.nn.Module,
+    split: Any,
+    unique: list[str],
+    cache_root: Path,
+    dtype: str,
+    batch_size: int,
+    show_progress_bar: bool,
+    backbone: dict[str, str] | None,
+) -> TokenCache:
+    """Cache already-validated unique texts of ``split`` in its keyed folder under ``cache_root``."""
     key = cache_key(model, unique, backbone=backbone)
-    folder = Path(cache_root) / f"{split.task}-{split.split}-{key_fingerprint(key)}-{dtype}"
+    folder = cache_root / f"{split.task}-{split.split}-{key_fingerprint(key)}-{dtype}"
     return build_cache(
         model, unique, folder, dtype=dtype, batch_size=batch_size, show_progress_bar=show_progress_bar, key=key
     )
@@ -225,10 +241,7 @@ def _cache_split(
 ) -> _CachedSplit:
     texts_a, texts_b, labels = _validate_split(split, head, role)
     unique = _unique_texts(texts_a, texts_b)
-    cache = build_split_cache(
-        model, split, cache_root, dtype=dtype, batch_size=cache_batch_size,
-        show_progress_bar=show_progress_bar, backbone=backbone,
-    )
+    cache = _build_unique_cache(model, split, unique, cache_root, dtype, cache_batch_size, show_progress_bar, backbone)
     row_of = {text: i for i, text in enumerate(unique)}
     ids_a = np.array([row_of[t] for t in texts_a], dtype=np.int64)
     ids_b = None if texts_b is None else np.array([row_of[t] for t in texts_b], dtype=np.int64)

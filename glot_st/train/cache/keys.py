@@ -64,13 +64,15 @@ def texts_digest(texts: Sequence[str]) -> str:
     """sha256 over the texts, in order, each prefixed by its UTF-8 byte length (so boundaries count).
 
     Args:
-        texts: N strings (validated with :func:`validate_texts`).
+        texts: N strings (checked by the caller with :func:`validate_texts`; a non-string is a TypeError here).
 
     Returns:
         Hex digest string (64 characters).
     """
     digest = hashlib.sha256()
-    for text in validate_texts(texts):
+    for row, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text at row {row} is {type(text).__name__}, not str")
         data = text.encode("utf-8")
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
@@ -202,7 +204,8 @@ def cache_key(
 
     Args:
         model: ``SentenceTransformer`` with a ``Transformer`` first module.
-        texts: the N texts to cache (validated with :func:`validate_texts`).
+        texts: the N texts to cache, already checked with :func:`validate_texts` (as :func:`build_cache`
+            does before it computes a key).
         backbone: ``backbone_identity(model)`` if the caller already computed it (hashing the weights is the
             expensive part); ``None`` computes it.
 

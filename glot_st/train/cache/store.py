@@ -229,8 +229,8 @@ def build_cache(
         overwrite: delete a cache with another key (or layout) in ``directory`` instead of raising, and
             rebuild a damaged one (unreadable manifest, missing or truncated shard).
         show_progress_bar: show a tqdm bar over texts.
-        key: ``cache_key(model, texts)`` if the caller already computed it (saves hashing the weights
-            twice); ``None`` computes it.
+        key: ``cache_key(model, texts)`` if the caller already validated the texts and computed it (saves
+            hashing the weights and checking the texts twice); ``None`` validates the texts and computes it.
 
     Returns:
         The opened :class:`TokenCache`.
@@ -245,11 +245,16 @@ def build_cache(
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     if shard_size < 1 or batch_size < 1:
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}")
-    texts = validate_texts(texts)
+    if key is None:
+        texts = validate_texts(texts)
+        key = cache_key(model, texts)
+    elif key.get("num_texts") != len(texts):
+        raise ValueError(f"the key is for {key.get('num_texts')} texts but {len(texts)} were given")
+    else:
+        texts = list(texts)
     if not texts:
         raise ValueError("cannot build a cache of zero texts")
     directory = Path(directory)
-    key = cache_key(model, texts) if key is None else key
     with _folder_lock(directory):
         manifest = _manifest_for_build(directory, key, dtype, shard_size, overwrite)
         _fill_shards(model, texts, directory, manifest, batch_size, device, show_progress_bar)

@@ -184,18 +184,38 @@ def cache_command(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_RECIPE = {
+    "epochs": (int, "the most training epochs"),
+    "patience": (int, "stop after this many epochs without a better validation score"),
+    "validation_fraction": (float, "share of the training rows carved out to select the epoch on"),
+    "batch_size": (int, "examples per step"),
+    "lr": (float, "AdamW learning rate"),
+    "weight_decay": (float, "AdamW weight decay"),
+    "seed": (int, "seed of initialisation, dropout and batch order"),
+}
+
+
+def _train_arguments() -> tuple[Argument, ...]:
+    """The recipe flags of ``train``; each default is read from ``train_cached``'s signature."""
+    from glot_st.train.loop import train_cached
+
+    defaults = inspect.signature(train_cached).parameters
+    return tuple(
+        arg("--" + name.replace("_", "-"), type=cast, default=None,
+            help=f"{text} (default: {defaults[name].default})")
+        for name, (cast, text) in TRAIN_RECIPE.items()
+    )
+
+
 @subcommand(
     "train",
     help="train GLOT and a task head on cached token states of a frozen backbone",
-    arguments=(
+    arguments=lambda: (
         *DATA_ARGUMENTS,
-        arg("--eval-split", default="dev", help="split scored after every epoch to keep the best one (default: dev)"),
+        arg("--eval-split", default="dev",
+            help="split scored after every epoch for the history, never to select (default: dev)"),
         arg("--eval-limit", type=int, default=None, help="use only the first N eval rows"),
-        arg("--epochs", type=int, default=3, help="training epochs (default: 3)"),
-        arg("--batch-size", type=int, default=32, help="examples per step (default: 32)"),
-        arg("--lr", type=float, default=2e-4, help="AdamW learning rate (default: 2e-4)"),
-        arg("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default: 0)"),
-        arg("--seed", type=int, default=42, help="seed of initialisation, dropout and batch order (default: 42)"),
+        *_train_arguments(),
         arg("--head", choices=tuple(HEAD_KINDS), default=None,
             help="task head (default: the task's kind)"),
         arg("--temperature", type=float, default=None,
@@ -222,9 +242,9 @@ def train_command(args: argparse.Namespace) -> int:
     eval_split = load_split(args.task, args.eval_split, data_dir=args.data_dir, limit=args.eval_limit)
     model = build_model(args)
     head_config = {"temperature": args.temperature} if args.temperature is not None else None
+    recipe = {name: getattr(args, name) for name in TRAIN_RECIPE if getattr(args, name) is not None}
     result = train_cached(
-        model, train_split, eval_split, head_kind=args.head, head_config=head_config, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        model, train_split, eval_split, head_kind=args.head, head_config=head_config, **recipe,
         cache_dir=args.cache_dir, cache_dtype=args.cache_dtype, cache_batch_size=args.cache_batch_size,
         output_dir=args.output_dir, show_progress_bar=not args.quiet,
     )
@@ -258,7 +278,13 @@ def _runner_arguments() -> tuple[Argument, ...]:
             help=f"comma-separated subset of methods (default: {_runner_default(run_glue, 'methods')})"),
         arg("--seeds", default=None, help=f"comma-separated seeds (default: {_runner_default(run_glue, 'seeds')})"),
         arg("--epochs", type=int, default=None,
-            help=f"epochs for every method (default: {_budget_default('epochs')})"),
+            help=f"the most epochs for every method (default: {_budget_default('epochs')})"),
+        arg("--patience", type=int, default=None,
+            help=f"stop after this many epochs without a better validation score (default: "
+                 f"{_budget_default('patience')})"),
+        arg("--validation-fraction", type=float, default=None,
+            help=f"share of the training rows carved out to select the epoch on (default: "
+                 f"{_budget_default('validation_fraction'):g})"),
         arg("--lr", type=float, default=None,
             help=f"AdamW learning rate for every method (default: {_budget_default('lr'):g})"),
         arg("--batch-size", type=int, default=None,
@@ -286,7 +312,7 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from glot_st.bench.runners import Budget
 
     budget_fields = {
-        name: getattr(args, name) for name in ("epochs", "lr", "batch_size", "weight_decay")
+        name: getattr(args, name) for name in ("epochs", "patience", "validation_fraction", "lr", "batch_size", "weight_decay")
         if getattr(args, name) is not None
     }
     kwargs: dict[str, Any] = {

@@ -28,10 +28,13 @@ def backbone():
     return load_backbone(max_seq_length=256)
 
 
-def _table_rows(markdown: str) -> dict[str, list[str]]:
-    rows = {}
+def _table_rows(markdown: str, table: int = 0) -> dict[str, list[str]]:
+    """The rows of the ``table``-th markdown table: first cell -> the other cells."""
+    rows, seen = {}, -1
     for line in markdown.splitlines():
-        if line.startswith("| ") and not line.startswith("| ---") and not line.startswith("| method"):
+        if line.startswith("| method"):
+            seen += 1
+        if seen == table and line.startswith("| ") and not line.startswith("| ---") and not line.startswith("| method"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0]] = cells[1:]
     return rows
@@ -70,7 +73,10 @@ def test_stress_writes_table_json_and_png(stress_run):
     assert sorted(r["method"] for r in runs) == ["glot", "mean"]
     for run in runs:
         assert 0.0 <= run["accuracy"] <= 1.0
-        assert len(run["history"]) == 1 and run["accuracy"] == run["history"][-1]["metric"]
+        assert len(run["history"]) == run["epochs_run"] == 1
+        assert run["accuracy"] == run["history"][run["best_epoch"] - 1]["eval_metric"]  # ours: validation-chosen
+        assert run["paper_accuracy"] == max(h["eval_metric"] for h in run["history"])  # paper: best eval epoch
+        assert run["validation_metric"] == run["history"][run["best_epoch"] - 1]["validation_metric"]
         # 32 eval texts: accuracy is a multiple of 1/32
         assert abs(run["accuracy"] * 32 - round(run["accuracy"] * 32)) < 1e-9
     glot_run = next(r for r in runs if r["method"] == "glot")
@@ -91,12 +97,15 @@ def test_stress_markdown_matches_json(stress_run):
     results, out, _ = stress_run
     markdown = (out / "stress.md").read_text()
     assert markdown == stress_markdown(results)
-    assert "| method | ρ = 0.5 |" in markdown
+    assert "| method | ρ = 0.5 (ours) | ρ = 0.5 (paper) |" in markdown
     rows = _table_rows(markdown)
     assert set(rows) == {METHOD_LABELS["mean"], METHOD_LABELS["glot"]}
     for method in ("mean", "glot"):
         assert _mean_of(rows[METHOD_LABELS[method]][0]) == pytest.approx(
             results["summary"][method]["0.5"]["mean"] * 100, abs=0.05
+        )
+        assert _mean_of(rows[METHOD_LABELS[method]][1]) == pytest.approx(
+            results["summary_paper"][method]["0.5"]["mean"] * 100, abs=0.05
         )
 
 
@@ -141,18 +150,25 @@ def test_glue_tiny_run(backbone, tmp_path):
 
     markdown = (tmp_path / "glue.md").read_text()
     assert markdown == glue_markdown(results)
-    assert markdown.splitlines()[0] == "| method | CoLA (MCC) | STS-B (Spearman) |"
-    rows = _table_rows(markdown)
-    assert set(rows) == {"MiniLM mean pooling, untrained (cosine)", "Mean", "GLOT"}
-    assert _mean_of(rows["MiniLM mean pooling, untrained (cosine)"][1]) == pytest.approx(untrained * 100, abs=0.05)
-    for method in ("mean", "glot"):
-        for column, task in enumerate(["cola", "stsb"]):
-            expected = results["summary"][method][task]["mean"] * 100
-            assert _mean_of(rows[METHOD_LABELS[method]][column]) == pytest.approx(expected, abs=0.05)
+    assert markdown.count("| method | CoLA (MCC) | STS-B (Spearman) |") == 2  # ours, then the paper's protocol
+    assert markdown.index("**Ours**") < markdown.index("**Paper's protocol**")
+    for table, scored in enumerate((results, results["paper"])):
+        rows = _table_rows(markdown, table)
+        assert set(rows) == {"MiniLM mean pooling, untrained (cosine)", "Mean", "GLOT"}
+        assert _mean_of(rows["MiniLM mean pooling, untrained (cosine)"][1]) == pytest.approx(untrained * 100, abs=0.05)
+        for method in ("mean", "glot"):
+            for column, task in enumerate(["cola", "stsb"]):
+                expected = scored["summary"][method][task]["mean"] * 100
+                assert _mean_of(rows[METHOD_LABELS[method]][column]) == pytest.approx(expected, abs=0.05)
+    for run in stored["runs"]:
+        assert run["paper_value"] >= run["value"]  # the best eval epoch is at least the validation-chosen one
     for task, best in stored["best_method"].items():
         top = max(stored["summary"][m][task]["mean"] for m in ("mean", "glot"))
         assert all(np.isclose(stored["summary"][m][task]["mean"], top) for m in best)
     assert stored["targets"]["glot_best_count"] == sum("glot" in v for v in stored["best_method"].values())
+    for task, gap in stored["targets"]["gaps"].items():
+        rival = stored["summary"][gap["best_baseline"]][task]["mean"]
+        assert gap["gap"] == pytest.approx(rival - stored["summary"]["glot"][task]["mean"])
 
 
 def test_cli_stress_subcommand(stress_run, tmp_path, capsys):

@@ -50,18 +50,31 @@ def test_classification_head_loss_and_label_errors():
         head.check_labels([1, 1.5])
 
 
-def test_pair_head_concatenates_and_needs_pairs():
+def test_pair_head_features_and_needs_pairs():
     torch.manual_seed(0)
-    head = PairClassificationHead(8, num_labels=2)
-    assert head.linear.in_features == 16
+    head = PairClassificationHead(8, num_labels=2)  # default: [u; v; |u - v|; u * v]
+    assert head.linear.in_features == 32
     a, b = torch.randn(3, 8), torch.randn(3, 8)
-    torch.testing.assert_close(head(a, b), head.linear(torch.cat([a, b], -1)))
+    torch.testing.assert_close(head(a, b), head.linear(torch.cat([a, b, (a - b).abs(), a * b], -1)))
+    paper = PairClassificationHead(8, num_labels=2, features="concat")  # the GLOT paper's [u; v]
+    assert paper.linear.in_features == 16
+    torch.testing.assert_close(paper(a, b), paper.linear(torch.cat([a, b], -1)))
     with pytest.raises(ValueError, match="z_b"):
         head.loss(a, None, head.check_labels([0, 1, 0]))
-    assert (ClassificationHead.num_inputs, PairClassificationHead.num_inputs) == (1, 2)
-    assert head.config == {"kind": "pair", "dim": 8, "num_labels": 2}
+    assert head.config == {"kind": "pair", "dim": 8, "num_labels": 2, "features": "full"}
     with pytest.raises(ValueError, match="num_labels must be >= 2"):
         PairClassificationHead(8, num_labels=1)
+    with pytest.raises(ValueError, match="pair features"):
+        PairClassificationHead(8, num_labels=2, features="sum")
+
+
+def test_pair_heads_saved_before_the_features_option_load_as_concat(tmp_path):
+    head = PairClassificationHead(8, num_labels=2, features="concat")
+    head.save(tmp_path)
+    config = json.loads((tmp_path / "glot_head.json").read_text())
+    del config["features"]  # what an older version wrote
+    (tmp_path / "glot_head.json").write_text(json.dumps(config))
+    assert load_head(tmp_path).features_kind == "concat"
 
 
 def test_class_labels_reject_numpy_floats_and_bools_naming_the_row():
@@ -200,8 +213,10 @@ def stsb():
 
 
 def run(model, train, dev, cache_root, **kwargs):
+    """The loop's mechanics without the recipe's validation slice (tested on its own below)."""
     kwargs.setdefault("epochs", 2)
     kwargs.setdefault("batch_size", 8)
+    kwargs.setdefault("validation_fraction", 0.0)
     return train_cached(model, train, dev, cache_dir=cache_root, show_progress_bar=False, **kwargs)
 
 
@@ -215,8 +230,8 @@ def test_same_seed_gives_bitwise_equal_weights(fresh, initial_state, stsb, cache
     assert all(torch.equal(weights[k], v) for k, v in fresh[1].state_dict().items())
     assert all(torch.equal(head_weights[k], v) for k, v in second.head.state_dict().items())
     assert [h["loss"] for h in first.history] == [h["loss"] for h in second.history]
-    assert first.metric_name == "spearman" and len(first.history) == 2
-    assert set(first.history[0]) == {"epoch", "loss", "metric", "seconds", "eval_seconds"}
+    assert first.metric_name == "spearman" and first.selection_metric is None and len(first.history) == 2
+    assert set(first.history[0]) == {"epoch", "loss", "validation_metric", "eval_metric", "seconds", "eval_seconds"}
     assert any(not torch.equal(initial_state[k], v) for k, v in weights.items())  # it did train
 
     fresh[1].load_state_dict(initial_state)
@@ -234,13 +249,51 @@ def test_best_checkpoint_is_restored(fresh, stsb, cache_root, monkeypatch):
         return next(scores)
 
     monkeypatch.setattr(training_mod, "_evaluate", scripted)
-    result = run(fresh, *stsb, cache_root, epochs=3)
-    assert result.best_epoch == 2 and result.best_metric == 0.9
-    assert [h["metric"] for h in result.history] == [0.1, 0.9, 0.2]
+    train, dev = stsb
+    result = run(fresh, train, None, cache_root, validation_split=dev, epochs=3)
+    assert result.best_epoch == 2 and result.validation_metric == 0.9 and result.eval_metric is None
+    assert [h["validation_metric"] for h in result.history] == [0.1, 0.9, 0.2]
     pooler_best, head_best = snapshots[1]
     assert all(torch.equal(pooler_best[k], v) for k, v in fresh[1].state_dict().items())
     assert all(torch.equal(head_best[k], v) for k, v in result.head.state_dict().items())
     assert any(not torch.equal(snapshots[2][0][k], v) for k, v in fresh[1].state_dict().items())
+
+
+def test_patience_stops_and_the_eval_split_never_selects(fresh, stsb, cache_root, monkeypatch):
+    # per epoch: the validation score, then the eval score (the eval split peaks where validation does not)
+    scores = iter([0.5, 0.1, 0.7, 0.2, 0.6, 0.9, 0.65, 0.3, 0.69, 0.3, 0.99, 0.99])
+    monkeypatch.setattr(training_mod, "_evaluate", lambda *args, **kwargs: next(scores))
+    train, dev = stsb
+    result = run(fresh, train, dev, cache_root, validation_split=dev, epochs=8, patience=3)
+    assert [h["validation_metric"] for h in result.history] == [0.5, 0.7, 0.6, 0.65, 0.69]
+    assert [h["eval_metric"] for h in result.history] == [0.1, 0.2, 0.9, 0.3, 0.3]
+    assert result.best_epoch == 2 and result.eval_metric == 0.2  # not epoch 3, where the eval split peaks
+    assert result.stopped_early and len(result.history) == 5
+
+
+def test_validation_slice_is_carved_from_train_disjoint_and_fixed(fresh, stsb, cache_root, monkeypatch):
+    seen = {}
+    real = training_mod._cache_split
+
+    def spy(model, split, head, role, *args):
+        seen[role] = split
+        return real(model, split, head, role, *args)
+
+    monkeypatch.setattr(training_mod, "_cache_split", spy)
+    train, dev = stsb
+    result = train_cached(fresh, train, dev, cache_dir=cache_root, epochs=1, batch_size=8, show_progress_bar=False,
+                          validation_fraction=0.25, seed=1)
+    rows = lambda split: list(zip(split.texts_a, split.texts_b, split.labels))  # noqa: E731
+    fitted, validation = rows(seen["train"]), rows(seen["validation"])
+    assert len(validation) == result.validation_rows == round(0.25 * len(train))
+    assert sorted(fitted + validation) == sorted(rows(train))  # a partition of the training rows
+    assert not set(validation) & set(rows(dev)) and seen["eval"] is dev
+    assert result.metric_name == result.selection_metric == "spearman" and result.validation_metric is not None
+    first = [r for r in validation]
+    seen.clear()
+    train_cached(fresh, train, dev, cache_dir=cache_root, epochs=1, batch_size=8, show_progress_bar=False,
+                 validation_fraction=0.25, seed=7)
+    assert rows(seen["validation"]) == first  # the same slice whatever the training seed
 
 
 def test_save_and_reload_model_and_head(fresh, stsb, cache_root, tmp_path):
@@ -429,8 +482,9 @@ def test_cli_cache_then_train_reuses_the_cache(tmp_path, capsys):
     built = json.loads(capsys.readouterr().out)
     assert built["texts"] == 16 and built["dtype"] == "float16"
     assert main(["train", *common, "--eval-limit", "8", "--epochs", "1", "--batch-size", "4", "--hidden-dim", "8",
+                 "--validation-fraction", "0",
                  "--num-layers", "1", "--output-dir", str(tmp_path / "out")]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["metric_name"] == "spearman" and len(result["history"]) == 1
+    assert result["metric_name"] == "spearman" and result["eval_metric"] is not None and len(result["history"]) == 1
     assert len(list(tmp_path.glob("stsb-train-*"))) == 1  # train reused the cache built by `cache`
     assert (tmp_path / "out" / "glot_head" / "glot_head.json").is_file()

@@ -29,6 +29,7 @@ The ``glot-st stress`` / ``glot-st glue`` commands (:mod:`glot_st.cli`) call the
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import platform
@@ -91,24 +92,38 @@ def _print(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+_TRAIN_DEFAULTS = {
+    name: parameter.default for name, parameter in inspect.signature(train_cached).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """One training budget shared by every method of a comparison.
+    """One training budget shared by every method of a comparison; defaults are :func:`train_cached`'s.
 
     Attributes:
-        epochs: passes over the training rows.
+        epochs: the most passes over the training rows.
+        patience: stop after this many epochs without a better validation score.
         lr: AdamW learning rate (pooler and head).
         batch_size: examples per step.
         weight_decay: AdamW weight decay.
+        validation_fraction: share of the training rows carved out (stratified, fixed seed) to select the
+            epoch on; the dev / test split is never used to select.
     """
 
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 32
-    weight_decay: float = 0.0
+    epochs: int = _TRAIN_DEFAULTS["epochs"]
+    patience: int = _TRAIN_DEFAULTS["patience"]
+    lr: float = _TRAIN_DEFAULTS["lr"]
+    batch_size: int = _TRAIN_DEFAULTS["batch_size"]
+    weight_decay: float = _TRAIN_DEFAULTS["weight_decay"]
+    validation_fraction: float = _TRAIN_DEFAULTS["validation_fraction"]
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
+        if (
+            self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not self.lr > 0
+            or self.weight_decay < 0 or not 0 < self.validation_fraction < 1
+        ):
             raise ValueError(f"invalid budget {self}")
 
 
@@ -187,7 +202,8 @@ def train_method(
     Args:
         backbone: the frozen ``SentenceTransformer`` whose first module makes the token states.
         method: one of ``METHODS``.
-        train, evaluation: the splits (``evaluation`` is scored after every epoch).
+        train, evaluation: the splits. A stratified slice of ``train`` (``budget.validation_fraction``) selects
+            the epoch; ``evaluation`` is scored after every epoch for the history only.
         task: the ``TaskSpec`` (kind, number of labels, metric).
         budget: the shared training budget.
         seed: seeds the pooler's and head's initialisation, dropout and the batch order.
@@ -196,8 +212,11 @@ def train_method(
         show_progress_bar: tqdm bars of the training loop.
 
     Returns:
-        ``metric`` (after the last epoch), ``best_metric`` / ``best_epoch`` (for reference), ``history`` (one
-        dict per epoch), ``train_seconds``, ``eval_seconds``, ``cache_seconds``, ``trainable_parameters``.
+        ``metric``: the eval split at the epoch chosen on the validation slice (our protocol);
+        ``paper_metric``: the best eval-split epoch among those run (the paper's protocol, which selects on
+        the split it reports); ``last_metric``, ``validation_metric``, ``best_epoch``, ``epochs_run``,
+        ``history`` (one dict per epoch), ``train_seconds``, ``eval_seconds``, ``cache_seconds``,
+        ``trainable_parameters``.
     """
     seed_everything(seed)
     pooler = make_method_pooler(method, _token_width(backbone), glot_config)
@@ -207,7 +226,9 @@ def train_method(
         evaluation,
         pooler=pooler,
         task=task,
+        validation_fraction=budget.validation_fraction,
         epochs=budget.epochs,
+        patience=budget.patience,
         batch_size=budget.batch_size,
         lr=budget.lr,
         weight_decay=budget.weight_decay,
@@ -217,9 +238,12 @@ def train_method(
     )
     history = [dict(h) for h in result.history]
     return {
-        "metric": float(history[-1]["metric"]),
-        "best_metric": float(result.best_metric),
+        "metric": float(result.eval_metric),
+        "paper_metric": float(max(h["eval_metric"] for h in history)),
+        "last_metric": float(history[-1]["eval_metric"]),
+        "validation_metric": float(result.validation_metric),
         "best_epoch": int(result.best_epoch),
+        "epochs_run": len(history),
         "history": history,
         "train_seconds": float(sum(h["seconds"] for h in history)),
         "eval_seconds": float(sum(h["eval_seconds"] for h in history)),
@@ -366,7 +390,10 @@ def run_stress(
         "max_seq_length": int(backbone[0].max_seq_length),
         "backbone": backbone_record(backbone),
         "glot_config": glot_effective,
-        "reported": "eval accuracy after the last epoch",
+        "reported": {
+            "ours": "eval accuracy at the epoch chosen on a validation slice of the training rows",
+            "paper": "best eval accuracy over the epochs run (selects on the reported split)",
+        },
     }
     json_path = output_dir / "stress.json"
     previous = _load_resumable(json_path, protocol, log) if resume else {}
@@ -390,7 +417,10 @@ def run_stress(
                         backbone, method, train, evaluation, task=STRESS_TASK, budget=budget, seed=seed,
                         cache_dir=root, glot_config=glot_config, show_progress_bar=show_progress_bar,
                     )
-                    runs.append({"rho": rho, "seed": seed, "method": method, "accuracy": outcome.pop("metric"), **outcome})
+                    runs.append({
+                        "rho": rho, "seed": seed, "method": method, "accuracy": outcome.pop("metric"),
+                        "paper_accuracy": outcome.pop("paper_metric"), **outcome,
+                    })
                     log(
                         f"stress rho={rho:g} seed={seed} {METHOD_LABELS[method]:>7}: acc {runs[-1]['accuracy']:.4f} "
                         f"(train {outcome['train_seconds']:.0f}s, cache {outcome['cache_seconds']:.0f}s)"
@@ -409,15 +439,23 @@ def run_stress(
     return results
 
 
-def _stress_results(protocol, runs, token_stats, started, load_start) -> dict[str, Any]:
+PROTOCOLS = {"ours": "validation-slice selection", "paper": "best dev epoch (paper's protocol)"}
+
+
+def _stress_summary(protocol: dict[str, Any], runs: list[dict[str, Any]], field: str) -> dict[str, Any]:
     summary: dict[str, dict[str, Any]] = {}
     for method in protocol["methods"]:
         per_rho = {}
         for rho in protocol["rhos"]:
-            values = [r["accuracy"] for r in runs if r["method"] == method and r["rho"] == rho]
+            values = [r[field] for r in runs if r["method"] == method and r["rho"] == rho]
             if values:
                 per_rho[f"{rho:g}"] = summarize(values)
         summary[method] = per_rho
+    return summary
+
+
+def _stress_results(protocol, runs, token_stats, started, load_start) -> dict[str, Any]:
+    summary = _stress_summary(protocol, runs, "accuracy")
     targets = {}
     for rho in protocol["rhos"]:
         key = f"{rho:g}"
@@ -429,6 +467,7 @@ def _stress_results(protocol, runs, token_stats, started, load_start) -> dict[st
     return {
         "protocol": protocol,
         "summary": summary,
+        "summary_paper": _stress_summary(protocol, runs, "paper_accuracy"),
         "targets": targets,
         "runs": runs,
         "token_stats": token_stats,
@@ -437,27 +476,33 @@ def _stress_results(protocol, runs, token_stats, started, load_start) -> dict[st
 
 
 def stress_markdown(results: dict[str, Any]) -> str:
-    """Markdown table: one row per method, one column per rho, mean ± std eval accuracy in percent."""
-    protocol, summary = results["protocol"], results["summary"]
+    """Markdown: one row per method, one column per rho, mean ± std eval accuracy in percent, for both
+    protocols side by side (ours, then the paper's)."""
+    protocol = results["protocol"]
     rhos = [f"{r:g}" for r in protocol["rhos"]]
     lines = [
-        "| method | " + " | ".join(f"ρ = {r}" for r in rhos) + " |",
-        "| --- | " + " | ".join("---:" for _ in rhos) + " |",
+        "| method | " + " | ".join(f"ρ = {r} (ours)" for r in rhos) + " | "
+        + " | ".join(f"ρ = {r} (paper)" for r in rhos) + " |",
+        "| --- | " + " | ".join("---:" for _ in rhos * 2) + " |",
     ]
     for method in protocol["methods"]:
-        cells = [_cell(summary[method].get(r)) for r in rhos]
+        cells = [_cell(results["summary"][method].get(r)) for r in rhos]
+        cells += [_cell(results["summary_paper"][method].get(r)) for r in rhos]
         lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
     budget = protocol["budget"]
     n_seeds = len(protocol["seeds"])
     lines += [
         "",
-        f"Eval accuracy (%) after the last epoch, mean ± sample std over {n_seeds} seed(s) "
-        f"({', '.join(map(str, protocol['seeds']))}); {protocol['n_train']} train / {protocol['n_eval']} eval texts of "
-        f"{protocol['length']} words; frozen MiniLM (max_seq_length {protocol['max_seq_length']}), linear head; "
-        f"{budget['epochs']} epochs, AdamW lr {budget['lr']:g}, batch {budget['batch_size']}, "
-        f"weight decay {budget['weight_decay']:g} for every method; GLOT with the library defaults.",
+        f"Eval accuracy (%), mean ± sample std over {n_seeds} seed(s) ({', '.join(map(str, protocol['seeds']))}). "
+        f"Ours: the epoch chosen on a {budget['validation_fraction']:.0%} validation slice of the training rows "
+        f"(stratified, fixed seed), the eval split scored once. Paper: the best eval epoch of the same runs, as "
+        f"the authors' code reports (it selects on the split it reports). {protocol['n_train']} train / "
+        f"{protocol['n_eval']} eval texts of {protocol['length']} words; frozen MiniLM (max_seq_length "
+        f"{protocol['max_seq_length']}), linear head; at most {budget['epochs']} epochs, patience "
+        f"{budget['patience']}, AdamW lr {budget['lr']:g}, batch {budget['batch_size']}, weight decay "
+        f"{budget['weight_decay']:g} for every method; GLOT with the library defaults.",
         "",
-        f"Methods with mean accuracy ≥ {STRESS_TARGET * 100:.0f}%: "
+        f"Methods with mean accuracy ≥ {STRESS_TARGET * 100:.0f}% (ours): "
         + "; ".join(
             f"ρ = {r}: {', '.join(METHOD_LABELS[m] for m in results['targets'][r]['methods_reaching']) or 'none'}"
             for r in rhos
@@ -607,7 +652,10 @@ def run_glue(
         "backbone": backbone_record(backbone),
         "data_dir": None if data_dir is None else str(data_dir),
         "glot_config": glot_effective,
-        "reported": "eval metric after the last epoch",
+        "reported": {
+            "ours": "eval metric at the epoch chosen on a validation slice of the training rows",
+            "paper": "best eval metric over the epochs run (selects on the reported split)",
+        },
     }
     json_path = output_dir / "glue.json"
     previous = _load_resumable(json_path, protocol, log) if resume else {}
@@ -641,7 +689,7 @@ def run_glue(
                     cache_dir=root, glot_config=glot_config, show_progress_bar=show_progress_bar,
                 )
                 runs.append({"task": task, "seed": seed, "method": method, "metric_name": spec.metric,
-                             "value": outcome.pop("metric"), **outcome})
+                             "value": outcome.pop("metric"), "paper_value": outcome.pop("paper_metric"), **outcome})
                 log(
                     f"glue {task} seed={seed} {METHOD_LABELS[method]:>7}: {spec.metric} {runs[-1]['value']:.4f} "
                     f"(train {outcome['train_seconds']:.0f}s, cache {outcome['cache_seconds']:.0f}s)"
@@ -657,38 +705,62 @@ def run_glue(
     return results
 
 
-def _glue_results(protocol, runs, split_sizes, untrained, started, load_start) -> dict[str, Any]:
+def _glue_summary(protocol: dict[str, Any], runs: list[dict[str, Any]], field: str) -> dict[str, Any]:
+    """Per method and task: the summary of ``field``; per task: the best method(s); GLOT's standing."""
     summary: dict[str, dict[str, Any]] = {}
     for method in protocol["methods"]:
         summary[method] = {}
         for task in protocol["tasks"]:
-            values = [r["value"] for r in runs if r["method"] == method and r["task"] == task]
+            values = [r[field] for r in runs if r["method"] == method and r["task"] == task]
             if values:
                 summary[method][task] = summarize(values)
     best: dict[str, list[str]] = {}
+    gaps: dict[str, dict[str, float]] = {}
     for task in protocol["tasks"]:
-        scored = {m: summary[m][task]["mean"] for m in protocol["methods"] if task in summary[m]}
-        if scored:
-            top = max(scored.values())
-            best[task] = [m for m, v in scored.items() if v == top]
+        scored = {m: summary[m][task] for m in protocol["methods"] if task in summary[m]}
+        if not scored:
+            continue
+        top = max(v["mean"] for v in scored.values())
+        best[task] = [m for m, v in scored.items() if v["mean"] == top]
+        baselines = {m: v for m, v in scored.items() if m != "glot"}
+        if "glot" in scored and baselines:
+            rival = max(baselines, key=lambda m: baselines[m]["mean"])
+            # "below the best baseline by more than one standard deviation": the larger of the two std's
+            spread = max(scored["glot"]["std"], baselines[rival]["std"])
+            gaps[task] = {
+                "best_baseline": rival,
+                "gap": baselines[rival]["mean"] - scored["glot"]["mean"],
+                "std": spread,
+                "within_one_std": baselines[rival]["mean"] - scored["glot"]["mean"] <= spread,
+            }
     glot_wins = sorted(t for t, ms in best.items() if "glot" in ms)
+    targets = {
+        "glot_best_on": glot_wins,
+        "glot_best_count": len(glot_wins),
+        "needed": 4,
+        "gaps": gaps,
+        "never_below_by_more_than_one_std": bool(gaps) and all(g["within_one_std"] for g in gaps.values()),
+    }
+    return {"summary": summary, "best_method": best, "targets": targets}
+
+
+def _glue_results(protocol, runs, split_sizes, untrained, started, load_start) -> dict[str, Any]:
+    ours = _glue_summary(protocol, runs, "value")
+    paper = _glue_summary(protocol, runs, "paper_value")
     return {
         "protocol": protocol,
-        "summary": summary,
+        **ours,
+        "paper": paper,
         "untrained": {UNTRAINED_ROW: untrained},
-        "best_method": best,
-        "targets": {"glot_best_on": glot_wins, "glot_best_count": len(glot_wins), "needed": 4},
         "split_sizes": split_sizes,
         "runs": runs,
         "environment": _environment(started, load_start),
     }
 
 
-def glue_markdown(results: dict[str, Any]) -> str:
-    """Paper-style markdown table: rows = methods, columns = tasks (metric × 100, mean ± std); best in bold."""
-    protocol, summary = results["protocol"], results["summary"]
+def _glue_table(results: dict[str, Any], scored: dict[str, Any], names: dict[str, str]) -> list[str]:
+    protocol = results["protocol"]
     tasks = protocol["tasks"]
-    names = {"cola": "CoLA", "sst2": "SST-2", "stsb": "STS-B", "mrpc": "MRPC", "rte": "RTE"}
     header = [f"{names[t]} ({METRIC_LABELS[protocol['metrics'][t]]})" for t in tasks]
     lines = ["| method | " + " | ".join(header) + " |", "| --- | " + " | ".join("---:" for _ in tasks) + " |"]
     untrained = results["untrained"][UNTRAINED_ROW]
@@ -698,28 +770,54 @@ def glue_markdown(results: dict[str, Any]) -> str:
     for method in protocol["methods"]:
         cells = []
         for task in tasks:
-            cell = _cell(summary[method].get(task))
-            if method in results["best_method"].get(task, []):
+            cell = _cell(scored["summary"][method].get(task))
+            if method in scored["best_method"].get(task, []):
                 cell = f"**{cell}**"
             cells.append(cell)
         lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
+    targets = scored["targets"]
+    wins = targets["glot_best_on"]
+    lines += [
+        "",
+        f"GLOT best on {targets['glot_best_count']} of {len(tasks)} tasks"
+        + (f" ({', '.join(names[t] for t in wins)})" if wins else "")
+        + "; below the best baseline by more than one std on: "
+        + (", ".join(names[t] for t, g in targets["gaps"].items() if not g["within_one_std"]) or "no task")
+        + ".",
+    ]
+    return lines
+
+
+def glue_markdown(results: dict[str, Any]) -> str:
+    """Paper-style markdown tables (rows = methods, columns = tasks, metric × 100, mean ± std, best in bold):
+    our protocol, then the paper's."""
+    protocol = results["protocol"]
+    tasks = protocol["tasks"]
+    names = {"cola": "CoLA", "sst2": "SST-2", "stsb": "STS-B", "mrpc": "MRPC", "rte": "RTE"}
     budget = protocol["budget"]
     sizes = results["split_sizes"]
     used = ", ".join(
         f"{names[t]} {sizes[t]['train_used']}/{sizes[t]['train_rows']}" for t in tasks if t in sizes
     )
-    lines += [
+    lines = [
+        f"**Ours**: the epoch chosen on a {budget['validation_fraction']:.0%} validation slice of the training "
+        "rows (stratified, fixed seed); the dev split (STS-B: test) scored once.",
         "",
-        f"Metric × 100 on the dev split (STS-B: test) after the last epoch, mean ± sample std over "
-        f"{len(protocol['seeds'])} seed(s) ({', '.join(map(str, protocol['seeds']))}). Frozen MiniLM "
-        f"(max_seq_length {protocol['max_seq_length']}); heads: linear on z (CoLA, SST-2), linear on [z1; z2] "
-        f"(MRPC, RTE), cosine of a learned linear projection of z1, z2 trained with MSE (STS-B). Every method: "
-        f"{budget['epochs']} epochs, AdamW lr {budget['lr']:g}, batch {budget['batch_size']}, weight decay "
-        f"{budget['weight_decay']:g}; GLOT with the library defaults. Training rows used / available "
-        f"(fixed random subset, seed {protocol['subset_seed']}, same for all methods and seeds): {used}. "
-        f"Best mean per task in bold. GLOT best on {results['targets']['glot_best_count']} of {len(tasks)} tasks"
-        + (f" ({', '.join(names[t] for t in results['targets']['glot_best_on'])})" if results["targets"]["glot_best_on"] else "")
-        + ".",
+        *_glue_table(results, results, names),
+        "",
+        "**Paper's protocol**: the best dev-split epoch of the same runs, as the authors' code reports (it "
+        "selects on the split it reports).",
+        "",
+        *_glue_table(results, results["paper"], names),
+        "",
+        f"Metric × 100, mean ± sample std over {len(protocol['seeds'])} seed(s) "
+        f"({', '.join(map(str, protocol['seeds']))}). Frozen MiniLM (max_seq_length {protocol['max_seq_length']}); "
+        "heads: linear on z (CoLA, SST-2), linear on [z1; z2; |z1 - z2|; z1 * z2] (MRPC, RTE), cosine of a learned "
+        "linear projection of z1, z2 trained with MSE (STS-B). Every method: at most "
+        f"{budget['epochs']} epochs, patience {budget['patience']}, AdamW lr {budget['lr']:g}, batch "
+        f"{budget['batch_size']}, weight decay {budget['weight_decay']:g}; GLOT with the library defaults. "
+        f"Training rows used / available (fixed random subset, seed {protocol['subset_seed']}, same for all "
+        f"methods and seeds; the validation slice comes out of these): {used}. Best mean per task in bold.",
         "",
     ]
     return "\n".join(lines)

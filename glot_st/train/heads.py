@@ -5,7 +5,8 @@ split's labels once), ``loss(z_a, z_b, targets)``, ``predict(z_a, z_b)``, a JSON
 ``save(dir)``; :func:`load_head` rebuilds any of them (``glot_head.json`` + ``glot_head.safetensors``):
 
 - ``"single"``       ClassificationHead: linear on z.
-- ``"pair"``         PairClassificationHead: linear on [z1; z2] (as in the GLOT paper).
+- ``"pair"``         PairClassificationHead: linear on [z1; z2; |z1 - z2|; z1 * z2] (default) or on the GLOT
+                     paper's [z1; z2].
 - ``"regression"``   RegressionHead: project z, cosine of the projected pair, MSE against the score scaled
                      to [0, 1].
 - ``"contrastive"``  ContrastiveHead: InfoNCE over in-batch negatives with a temperature (no labels).
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 __all__ = [
     "HEAD_KINDS",
     "HEAD_SUBFOLDER",
+    "PAIR_FEATURES",
     "ClassificationHead",
     "ContrastiveHead",
     "PairClassificationHead",
@@ -239,17 +241,43 @@ class ClassificationHead(TaskHead):
         return self(z_a, z_b).argmax(dim=-1)
 
 
+PAIR_FEATURES = ("full", "concat")
+
+
 class PairClassificationHead(ClassificationHead):
-    """Pair classification: ``logits = W [z1; z2] + b`` (concatenation, as in the GLOT paper).
+    """Pair classification: a linear layer on features of the two sentence embeddings.
+
+    ``features="full"`` (the default) feeds ``[z1; z2; |z1 - z2|; z1 * z2]``, the standard sentence-pair
+    features (InferSent, Sentence-BERT): the difference and product let a linear layer see how the two
+    sentences relate, which ``[z1; z2]`` alone leaves to the embeddings. ``"concat"`` feeds ``[z1; z2]``, as the
+    GLOT paper's code does.
 
     Args:
-        dim: D (the linear layer takes 2D inputs).
+        dim: D (the linear layer takes ``4 D`` inputs for ``"full"``, ``2 D`` for ``"concat"``).
         num_labels: number of classes C (>= 2).
+        features: ``"full"`` or ``"concat"``.
     """
 
     kind = "pair"
     needs_pair = True
-    num_inputs = 2
+
+    def __init__(self, dim: int, num_labels: int, features: str = "full"):
+        if features not in PAIR_FEATURES:
+            raise ValueError(f"pair features must be one of {PAIR_FEATURES}, got {features!r}")
+        self.features_kind = features
+        self.num_inputs = 4 if features == "full" else 2
+        super().__init__(dim, num_labels)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**super().config, "features": self.features_kind}
+
+    def features(self, z_a: torch.Tensor, z_b: torch.Tensor | None) -> torch.Tensor:
+        """Float (B, num_inputs * D): ``[z_a; z_b; |z_a - z_b|; z_a * z_b]`` or ``[z_a; z_b]``."""
+        _check_pair(z_a, z_b, self.dim, need_b=True)
+        if self.features_kind == "concat":
+            return torch.cat([z_a, z_b], dim=-1)
+        return torch.cat([z_a, z_b, (z_a - z_b).abs(), z_a * z_b], dim=-1)
 
 
 class RegressionHead(TaskHead):
@@ -431,6 +459,8 @@ def load_head(path: str | os.PathLike) -> TaskHead:
     if "dim" not in config:
         raise ValueError(f"head config {str(config_path)!r} has no 'dim'")
     dim = config.pop("dim")
+    if kind == "pair":
+        config.setdefault("features", "concat")  # pair heads saved before the option was added used [z1; z2]
     try:
         head = make_head(kind, dim, **config)
     except (TypeError, ValueError) as exc:

@@ -30,6 +30,7 @@ from glot_st.train.cache import (
     key_fingerprint,
     validate_texts,
 )
+from glot_st.train.data import TASKS, VALIDATION_FRACTION, validation_slice
 from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, make_head
 from glot_st.train.metrics import compute_metric
 
@@ -51,11 +52,20 @@ class TrainResult:
     """Outcome of :func:`train_cached`.
 
     Attributes:
-        history: one dict per epoch: ``epoch`` (1-based), ``loss`` (mean training loss), ``metric`` (eval
-            metric value or ``None``), ``seconds`` (training pass wall time), ``eval_seconds``.
-        metric_name: the task metric (``"spearman"``, ``"accuracy"``, ...) or ``None`` without eval split.
-        best_epoch: 1-based epoch whose weights were restored.
-        best_metric: its metric (or ``None`` without eval split; then the lowest training loss wins).
+        history: one dict per epoch run: ``epoch`` (1-based), ``loss`` (mean training loss),
+            ``validation_metric`` (the selection score on the validation split, or ``None`` without one),
+            ``eval_metric`` (the task metric on the eval split, or ``None``; recorded, never used to select),
+            ``seconds`` (training pass wall time), ``eval_seconds`` (validation + eval scoring time).
+        metric_name: the task metric (``"spearman"``, ``"accuracy"``, ...) of ``eval_metric``, or ``None``
+            without eval and validation split.
+        selection_metric: what ``validation_metric`` measures: the task metric, or ``"loss"`` when the
+            validation split has no labels (the negative validation loss); ``None`` without validation split.
+        best_epoch: 1-based epoch whose weights were restored (best validation score; without a validation
+            split, the lowest training loss).
+        validation_metric: the validation score of ``best_epoch`` (or ``None``).
+        eval_metric: the eval-split metric of ``best_epoch`` (or ``None``): the figure to report.
+        validation_rows: rows of the validation split (given or carved from the training split; 0 if none).
+        stopped_early: whether patience ended the run before ``epochs``.
         cache_seconds: wall time spent building/opening the caches (not part of any epoch).
         trainable_parameters: trainable parameters of pooler + head.
         head: the trained head (best epoch).
@@ -64,8 +74,12 @@ class TrainResult:
 
     history: list[dict[str, Any]]
     metric_name: str | None
+    selection_metric: str | None
     best_epoch: int
-    best_metric: float | None
+    validation_metric: float | None
+    eval_metric: float | None
+    validation_rows: int
+    stopped_early: bool
     cache_seconds: float
     trainable_parameters: int
     head: TaskHead = field(repr=False)
@@ -108,8 +122,6 @@ def default_pooler(model: torch.nn.Module) -> torch.nn.Module:
 def _task_spec(split: Any, task: Any) -> Any:
     if task is not None:
         return task
-    from glot_st.train.data import TASKS
-
     if split.task not in TASKS:
         raise ValueError(
             f"task {split.task!r} is not in glot_st.train.data.TASKS ({sorted(TASKS)}); pass task=TaskSpec(...)"
@@ -268,20 +280,29 @@ def _evaluate(
     device: torch.device,
     show_progress_bar: bool,
 ) -> float:
-    """Task metric of the pooler + head on a cached split (order-independent batching)."""
+    """Task metric of the pooler + head on a cached split (order-independent batching); on a split without
+    labels (``metric == "loss"``), the negative mean loss of the head."""
     pooler.eval()
     head.eval()
     sampler = LengthBucketBatchSampler(data.lengths(), batch_size, shuffle=False, bucket_size=len(data.ids_a))
     predictions = np.zeros(len(data.ids_a), dtype=np.float64)
+    total_loss = 0.0
     for batch in tqdm(list(sampler), desc="evaluating", leave=False, disable=not show_progress_bar):
         rows = np.asarray(batch, dtype=np.int64)
         z_a, z_b = _pool_batch(pooler, data, rows, device)
-        predictions[rows] = head.predict(z_a, z_b).double().cpu().numpy()
-    if head.prediction == "class":
-        predictions = predictions.astype(np.int64)
-    value = float(compute_metric(metric, predictions, data.gold))
-    if math.isnan(value):
-        raise FloatingPointError(f"eval metric {metric} is NaN")
+        if metric == "loss":
+            targets = None if data.labels is None else data.labels[rows]
+            total_loss += float(head.loss(z_a, z_b, targets)) * len(rows)
+        else:
+            predictions[rows] = head.predict(z_a, z_b).double().cpu().numpy()
+    if metric == "loss":
+        value = -total_loss / len(data.ids_a)
+    else:
+        if head.prediction == "class":
+            predictions = predictions.astype(np.int64)
+        value = float(compute_metric(metric, predictions, data.gold))
+    if not math.isfinite(value):
+        raise FloatingPointError(f"{metric} on the {data.cache.directory.name} split is {value}")
     return value
 
 
@@ -294,16 +315,19 @@ def train_cached(
     train_split: Any,
     eval_split: Any = None,
     *,
+    validation_split: Any = None,
+    validation_fraction: float = VALIDATION_FRACTION,
     pooler: torch.nn.Module | None = None,
     task: Any = None,
     head: TaskHead | None = None,
     head_kind: str | None = None,
     head_config: dict[str, Any] | None = None,
-    epochs: int = 3,
+    epochs: int = 10,
+    patience: int | None = 3,
     batch_size: int = 32,
     eval_batch_size: int | None = None,
-    lr: float = 2e-4,
-    weight_decay: float = 0.0,
+    lr: float = 1e-3,
+    weight_decay: float = 0.01,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
     cache_dtype: str = "float16",
@@ -315,22 +339,33 @@ def train_cached(
 ) -> TrainResult:
     """Train a pooler and a task head on cached token states of the model's frozen backbone.
 
+    The recipe: AdamW for at most ``epochs`` epochs; after every epoch the pooler + head are scored on a
+    validation split, the best epoch's weights are kept, and the run stops once ``patience`` epochs in a row
+    did not improve on it. The validation split is ``validation_split`` when given, else a stratified
+    ``validation_fraction`` slice of the training rows drawn with a fixed seed (the same rows for every method
+    and training seed; those rows are then not trained on). The eval split is never used to select: it is
+    scored after every epoch for the history, and ``eval_metric`` is its score at the selected epoch.
+
     Args:
         model: ``SentenceTransformer`` whose first module is the frozen ``Transformer`` (e.g. from
             :func:`glot_st.from_backbone`).
         train_split: a ``glot_st.train.data.TextSplit`` (``task``, ``split``, ``texts_a`` N strings, ``texts_b`` N
-            strings or ``None``, ``labels`` N ints / floats).
-        eval_split: a ``TextSplit`` of the same task scored with the task metric after every epoch, or
-            ``None`` (then the epoch with the lowest training loss is kept).
+            strings or ``None``, ``labels`` N ints / floats, or ``None`` for the contrastive head).
+        eval_split: a ``TextSplit`` of the same task (the dev / test split to report), or ``None``.
+        validation_split: a ``TextSplit`` of the same task to select the epoch on, or ``None`` (carve one).
+        validation_fraction: share of the training rows carved out as the validation split when
+            ``validation_split`` is ``None``; ``0`` means no validation (all epochs run, the epoch with the
+            lowest training loss is kept).
         pooler: module with ``pool(token_states (B, L, d) float, attention_mask (B, L)) -> (B, D)`` and
             ``get_sentence_embedding_dimension() -> D``; default: the model's GLOT module.
         task: a ``TaskSpec`` (``kind``, ``num_labels``, ``metric``); default ``glot_st.train.data.TASKS[task name]``.
         head: a ready head; default: built from ``head_kind``.
         head_kind: ``"single"``, ``"pair"``, ``"regression"`` or ``"contrastive"``; default the task kind.
-        head_config: extra head arguments (e.g. ``{"temperature": 0.05}``).
-        epochs: training epochs (>= 1).
+        head_config: extra head arguments (e.g. ``{"temperature": 0.05}``, ``{"features": "concat"}``).
+        epochs: the most epochs to train (>= 1).
+        patience: stop after this many epochs without a better validation score (``None``: never stop early).
         batch_size: examples per step.
-        eval_batch_size: examples per eval batch (default ``2 * batch_size``).
+        eval_batch_size: examples per scoring batch (default ``2 * batch_size``).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         seed: seeds torch / numpy / random (head init, dropout) and the batch order.
@@ -357,9 +392,16 @@ def train_cached(
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
-    if eval_split is not None and eval_split.task != train_split.task:
-        raise ValueError(f"train split is task {train_split.task!r} but eval split is task {eval_split.task!r}")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be >= 1 or None, got {patience}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    for role, other in (("eval", eval_split), ("validation", validation_split)):
+        if other is not None and other.task != train_split.task:
+            raise ValueError(f"train split is task {train_split.task!r} but {role} split is task {other.task!r}")
     spec = _task_spec(train_split, task)
+    if validation_split is None and validation_fraction > 0:
+        train_split, validation_split = validation_slice(train_split, validation_fraction)
     pooler = default_pooler(model) if pooler is None else pooler
     if output_dir is not None and not any(m is pooler for m in model.modules()):
         raise ValueError("output_dir needs the pooler to be a module of the model (it is saved as part of it)")
@@ -387,13 +429,22 @@ def train_cached(
     try:
         pooler.to(run_device)
         started = time.perf_counter()
-        # the weights digest is the expensive part of a cache key: once for both splits
+        # the weights digest is the expensive part of a cache key: once for every split
         caching = (cache_root, cache_dtype, cache_batch_size, show_progress_bar, backbone_identity(model))
         train_data = _cache_split(model, train_split, head, "train", *caching)
+        validation_data = None
+        if validation_split is not None:
+            validation_data = _cache_split(model, validation_split, head, "validation", *caching)
         eval_data = None
         if eval_split is not None:
             eval_data = _cache_split(model, eval_split, head, "eval", *caching)
         cache_seconds = time.perf_counter() - started
+        selection_metric = None  # what the validation split is scored by: the task metric where it applies
+        if validation_data is not None:
+            scorable = validation_data.gold is not None and (
+                head.kind != "contrastive" or spec.metric in ("spearman", "pearson")
+            )
+            selection_metric = spec.metric if scorable else "loss"
 
         params = [p for m in (pooler, head) for p in m.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if params else None
@@ -401,9 +452,11 @@ def train_cached(
         sampler = LengthBucketBatchSampler(
             train_data.lengths(), batch_size, shuffle=True, seed=seed, bucket_size=bucket
         )
+        score_batch = eval_batch_size or 2 * batch_size
 
         history: list[dict[str, Any]] = []
         best_score, best_epoch, best_state = -math.inf, 0, None
+        stopped_early = False
         for epoch in range(1, epochs + 1):
             sampler.set_epoch(epoch)
             pooler.train()
@@ -429,31 +482,36 @@ def train_cached(
                 bar.set_postfix(loss=f"{total / count:.4f}")
             seconds = time.perf_counter() - t0
 
-            metric_value, eval_seconds = None, 0.0
-            if eval_data is not None:
-                t1 = time.perf_counter()
-                metric_value = _evaluate(
-                    pooler, head, eval_data, spec.metric, eval_batch_size or 2 * batch_size, run_device,
-                    show_progress_bar,
+            t1 = time.perf_counter()
+            validation_value = eval_value = None
+            if validation_data is not None:
+                validation_value = _evaluate(
+                    pooler, head, validation_data, selection_metric, score_batch, run_device, show_progress_bar
                 )
-                eval_seconds = time.perf_counter() - t1
+            if eval_data is not None:
+                eval_value = _evaluate(pooler, head, eval_data, spec.metric, score_batch, run_device, show_progress_bar)
             record = {
                 "epoch": epoch,
                 "loss": total / count,
-                "metric": metric_value,
+                "validation_metric": validation_value,
+                "eval_metric": eval_value,
                 "seconds": seconds,
-                "eval_seconds": eval_seconds,
+                "eval_seconds": time.perf_counter() - t1,
             }
             history.append(record)
-            score = metric_value if metric_value is not None else -record["loss"]
+            score = validation_value if validation_value is not None else -record["loss"]
             if score > best_score:
                 best_score, best_epoch, best_state = score, epoch, _snapshot(pooler, head)
             if show_progress_bar:
                 tqdm.write(
                     f"epoch {epoch}: loss {record['loss']:.4f}"
-                    + (f", {spec.metric} {metric_value:.4f}" if metric_value is not None else "")
+                    + (f", validation {selection_metric} {validation_value:.4f}" if validation_value is not None else "")
+                    + (f", eval {spec.metric} {eval_value:.4f}" if eval_value is not None else "")
                     + f", {seconds:.1f}s"
                 )
+            if validation_data is not None and patience is not None and epoch - best_epoch >= patience:
+                stopped_early = epoch < epochs
+                break
         pooler.load_state_dict(best_state[0])
         head.load_state_dict(best_state[1])
     finally:
@@ -464,11 +522,16 @@ def train_cached(
 
     pooler.eval()
     head.eval()
+    best = history[best_epoch - 1]
     result = TrainResult(
         history=history,
-        metric_name=spec.metric if eval_split is not None else None,
+        metric_name=spec.metric if eval_split is not None or validation_split is not None else None,
+        selection_metric=selection_metric,
         best_epoch=best_epoch,
-        best_metric=history[best_epoch - 1]["metric"],
+        validation_metric=best["validation_metric"],
+        eval_metric=best["eval_metric"],
+        validation_rows=0 if validation_split is None else len(validation_split),
+        stopped_early=stopped_early,
         cache_seconds=cache_seconds,
         trainable_parameters=sum(p.numel() for p in params),
         head=head,

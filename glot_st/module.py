@@ -195,6 +195,39 @@ class GLOT(Module):
         """
         return self._pool(token_states, attention_mask, False)[0]
 
+    @torch.no_grad()
+    def init_as_mean_pooling(self, layer_scale: float = 1e-3) -> GLOT:
+        """Re-initialise so that the untrained module pools like the backbone's mean pooling.
+
+        The readout's last scorer layer is zeroed (every token of a sentence gets the same weight, so the
+        readout is the token mean), message-passing weights are scaled by ``layer_scale`` and their biases
+        zeroed (the layer outputs are close to zero but their gradients are not). With ``jk="cat"`` the sentence
+        embedding is then ``[mean(x); ~0]``: its first ``in_dim`` entries equal mean pooling and cosine
+        similarities match mean pooling's up to ``O(layer_scale)``. Training starts from there.
+
+        Args:
+            layer_scale: factor on the message-passing weights, in ``(0, 1]``.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            ValueError: ``jk`` is not ``"cat"`` (the other modes project the input) or a bad ``layer_scale``.
+        """
+        if self.jk != "cat":
+            raise ValueError(f"init_as_mean_pooling needs jk='cat' (the input is kept as is); this module has jk={self.jk!r}")
+        if not 0.0 < layer_scale <= 1.0:
+            raise ValueError(f"layer_scale must be in (0, 1], got {layer_scale}")
+        last = self.readout.scorer[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+        for name, parameter in self.layers.named_parameters():
+            if name.endswith("bias"):
+                parameter.zero_()
+            else:
+                parameter.mul_(layer_scale)
+        return self
+
     def get_embedding_dimension(self) -> int:
         """``D``: ``in_dim + num_layers * hidden_dim`` for ``jk="cat"``, ``hidden_dim`` otherwise."""
         return self.jumping_knowledge.out_dim

@@ -74,7 +74,11 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("cls", "mean", "max", "adapool", "glot")
-METHOD_LABELS: dict[str, str] = {"cls": "CLS", "mean": "Mean", "max": "Max", "adapool": "AdaPool", "glot": "GLOT"}
+# methods a run may ask for beyond the default comparison: GLOT started from mean pooling (init_as_mean_pooling)
+EXTRA_METHODS: tuple[str, ...] = ("glot_mean_init",)
+METHOD_LABELS: dict[str, str] = {
+    "cls": "CLS", "mean": "Mean", "max": "Max", "adapool": "AdaPool", "glot": "GLOT", "glot_mean_init": "GLOT (mean init)",
+}
 GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "stsb", "mrpc", "rte")
 METRIC_LABELS: dict[str, str] = {"mcc": "MCC", "accuracy": "Acc", "spearman": "Spearman", "f1": "F1"}
 #: the paper's stress-test claim: GLOT keeps >= 97% accuracy at every rho
@@ -173,12 +177,15 @@ def make_method_pooler(name: str, in_dim: int, glot_config: dict[str, Any] | Non
     """A fresh pooler with the ``pool(token_states, mask)`` interface.
 
     Args:
-        name: one of ``METHODS`` (``cls``, ``mean``, ``max``, ``adapool``, ``glot``).
+        name: one of ``METHODS`` (``cls``, ``mean``, ``max``, ``adapool``, ``glot``) or ``EXTRA_METHODS``
+            (``glot_mean_init``: GLOT after :meth:`~glot_st.GLOT.init_as_mean_pooling`).
         in_dim: token width of the backbone.
         glot_config: GLOT arguments other than ``in_dim`` (``None``: the library defaults).
     """
     if name == "glot":
         return GLOT(in_dim=in_dim, **(glot_config or {}))
+    if name == "glot_mean_init":
+        return GLOT(in_dim=in_dim, **(glot_config or {})).init_as_mean_pooling()
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     return make_pooler(name, in_dim)
@@ -722,7 +729,7 @@ def _glue_summary(protocol: dict[str, Any], runs: list[dict[str, Any]], field: s
             continue
         top = max(v["mean"] for v in scored.values())
         best[task] = [m for m, v in scored.items() if v["mean"] == top]
-        baselines = {m: v for m, v in scored.items() if m != "glot"}
+        baselines = {m: v for m, v in scored.items() if m != "glot" and m not in EXTRA_METHODS}
         if "glot" in scored and baselines:
             rival = max(baselines, key=lambda m: baselines[m]["mean"])
             # "below the best baseline by more than one standard deviation": the larger of the two std's
@@ -825,7 +832,7 @@ def glue_markdown(results: dict[str, Any]) -> str:
 
 def _check_methods(methods: Sequence[str]) -> list[str]:
     methods = list(methods)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS + EXTRA_METHODS]
     if unknown or not methods:
-        raise ValueError(f"unknown or no method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown or no method(s) {unknown}; choose from {', '.join(METHODS + EXTRA_METHODS)}")
     return methods

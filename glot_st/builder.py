@@ -155,7 +155,8 @@ def push_to_hub(model: SentenceTransformer, repo_id: str, **kwargs: Any) -> str:
         model: a ``SentenceTransformer`` holding a GLOT (or AdaPool) module.
         repo_id: the Hub repository, ``"org/name"``.
         **kwargs: passed on to ``SentenceTransformer.push_to_hub`` (``token``, ``private``, ``commit_message``,
-            ``revision``, ``create_pr``, ...); ``local_model_path`` is set here.
+            ``revision``, ``create_pr``, ...); ``local_model_path`` is set here, so the upload always carries the
+            freshly written model card (``replace_model_card`` has no effect).
 
     Returns:
         What ``push_to_hub`` returns: the commit (or pull request) URL.

@@ -6,10 +6,21 @@ training kit is :mod:`glot_st.train`; the experiment bench (stress test, GLUE-li
 """
 
 from glot_st.baselines import AdaPool
-from glot_st.builder import from_backbone, load
+from glot_st.builder import from_backbone, load, push_to_hub, save
 from glot_st.graph import build_token_graph
+from glot_st.model_card import set_training_info
 from glot_st.module import GLOT
 
 __version__ = "0.2.0"
 
-__all__ = ["GLOT", "AdaPool", "__version__", "build_token_graph", "from_backbone", "load"]
+__all__ = [
+    "GLOT",
+    "AdaPool",
+    "__version__",
+    "build_token_graph",
+    "from_backbone",
+    "load",
+    "push_to_hub",
+    "save",
+    "set_training_info",
+]

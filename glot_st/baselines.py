@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from glot_st._compat import Module
+from glot_st.features import padded_token_inputs
 from glot_st.graph import valid_tokens
 from glot_st.kernels import native
 from glot_st.readout import AttentionReadout
@@ -77,13 +78,10 @@ class AdaPool(Module):
         self.scorer_hidden = self.readout.scorer[0].out_features
 
     def forward(self, features: dict[str, Tensor | Any], **kwargs) -> dict[str, Tensor | Any]:
-        """Set ``features["sentence_embedding"]`` (B, d) from ``token_embeddings`` (B, L, d) and ``attention_mask``."""
-        if "token_embeddings" not in features or "attention_mask" not in features:
-            raise ValueError(
-                "AdaPool needs 'token_embeddings' and 'attention_mask' in the features; place it directly after a "
-                f"Transformer module (got keys {sorted(features)})"
-            )
-        features["sentence_embedding"] = self.pool(features["token_embeddings"], features["attention_mask"])
+        """Set ``features["sentence_embedding"]`` (B, d) from ``token_embeddings`` (B, L, d) and ``attention_mask``
+        (B, L), or from the flattened layout (``token_embeddings`` (1, T, d) with ``cu_seq_lens_q`` (B+1,))."""
+        token_states, mask = padded_token_inputs(features, include_prompt=True, module_name="AdaPool")
+        features["sentence_embedding"] = self.pool(token_states, mask)
         return features
 
     def pool(self, token_states: Tensor, attention_mask: Tensor) -> Tensor:

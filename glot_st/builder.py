@@ -1,18 +1,44 @@
-"""Compose a frozen backbone with GLOT, and load saved GLOT models."""
+"""Compose a frozen backbone with GLOT; load and save GLOT models without running code from the model folder.
+
+Which code runs:
+
+- :func:`load` (and :func:`from_backbone` on a saved sentence-transformers folder) reads ``modules.json`` first
+  and accepts only sentence-transformers classes and glot-st's own (``glot_st.module.GLOT``,
+  ``glot_st.baselines.AdaPool`` and their Hub-native names ``glot_modeling.GLOT`` / ``glot_modeling.AdaPool``),
+  which it maps to the installed glot-st classes. Any other class is refused before anything is loaded, and the
+  backbone is loaded with ``trust_remote_code=False``, so no code from the folder or repository runs. Only a
+  caller's explicit ``trust_remote_code=True`` gives sentence-transformers' own behaviour for the other classes.
+- :func:`save` / :func:`push_to_hub` write the model as ``SentenceTransformer.save`` does and make it Hub-native
+  (:func:`glot_st.hub.make_hub_native`): ``SentenceTransformer(path_or_repo_id, trust_remote_code=True)`` then
+  loads it where glot-st is not installed, by running the generated ``glot_modeling.py``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import load_file_path
 
 from glot_st._compat import HAS_MODEL_READY_HOOK, Transformer
+from glot_st.baselines import AdaPool
 from glot_st.freeze import freeze_modules
+from glot_st.hub import HUB_NATIVE_NAMES, make_hub_native
 from glot_st.module import GLOT
 
-__all__ = ["from_backbone", "load"]
+__all__ = ["GLOT_MODULE_CLASSES", "from_backbone", "load", "push_to_hub", "save"]
+
+# Every modules.json class path of a glot-st module, and the installed class it loads as.
+GLOT_MODULE_CLASSES: dict[str, type] = {
+    "glot_st.module.GLOT": GLOT,
+    "glot_st.baselines.AdaPool": AdaPool,
+    HUB_NATIVE_NAMES["glot_st.module.GLOT"]: GLOT,
+    HUB_NATIVE_NAMES["glot_st.baselines.AdaPool"]: AdaPool,
+}
+_HUB_KWARGS = ("token", "cache_folder", "revision", "local_files_only")
 
 
 def from_backbone(
@@ -22,17 +48,22 @@ def from_backbone(
     device: str | None = None,
     freeze: bool = True,
     transformer_kwargs: dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
     **glot_config: Any,
 ) -> SentenceTransformer:
     """Build ``SentenceTransformer([Transformer(backbone), GLOT(...)])`` with the Transformer frozen.
 
     Args:
         name_or_path: a Hugging Face model id or folder, or a sentence-transformers folder (its Transformer
-            module is reused, with its ``max_seq_length``; its pooling is replaced by GLOT).
+            module is reused, with its ``max_seq_length``; its pooling is replaced by GLOT). A
+            sentence-transformers folder is read as :func:`load` reads it: only sentence-transformers and glot-st
+            classes, unless ``trust_remote_code`` is set.
         max_seq_length: truncate inputs to this many tokens (default: the backbone's own).
         device: device for the model (default: sentence-transformers' choice).
         freeze: freeze the Transformer (no gradients, eval mode); GLOT is then the only trainable part.
         transformer_kwargs: extra keyword arguments for ``Transformer(...)`` (plain model ids only).
+        trust_remote_code: for a sentence-transformers folder, allow module classes outside
+            sentence-transformers and glot-st (their code runs) and remote backbone code.
         **glot_config: :class:`~glot_st.GLOT` arguments; ``in_dim`` is taken from the backbone (passing a
             different one is an error naming both sizes).
 
@@ -45,8 +76,8 @@ def from_backbone(
                 f"transformer_kwargs apply to a plain Hugging Face model; {name_or_path!r} is a sentence-transformers "
                 "model whose Transformer settings come from its own config"
             )
-        # trust_remote_code: the folder may itself be a saved GLOT model; only its Transformer is reused
-        transformer = SentenceTransformer(name_or_path, device="cpu", trust_remote_code=True)[0]
+        saved = _load_checked(name_or_path, trust_remote_code=trust_remote_code, require_glot=False, device="cpu")
+        transformer = saved[0]
         if not isinstance(transformer, Transformer):
             raise ValueError(f"the first module of {name_or_path!r} is {type(transformer).__name__}, not a Transformer")
     else:
@@ -74,12 +105,120 @@ def _is_sentence_transformer(name_or_path: str) -> bool:
         return False
 
 
-def load(model_name_or_path: str, **kwargs: Any) -> SentenceTransformer:
-    """Load a saved Transformer + GLOT model (a folder or a Hub repo id).
+def load(model_name_or_path: str, trust_remote_code: bool = False, **kwargs: Any) -> SentenceTransformer:
+    """Load a saved model holding a glot-st module (a folder or a Hub repo id), running no code from it.
 
-    sentence-transformers 6 imports module classes from outside its own package only with
-    ``trust_remote_code=True``; this passes it for you. It runs no code from the model folder: the GLOT class
-    comes from the installed ``glot_st`` package.
+    ``modules.json`` is read first (from the folder, the Hugging Face cache or the Hub, honouring
+    ``cache_folder``, ``revision``, ``token`` and ``local_files_only``). Its glot-st classes, under their package
+    or Hub-native names, load as the installed :class:`~glot_st.GLOT` / :class:`~glot_st.AdaPool` (a
+    ``glot_modeling.py`` in the folder is never run); sentence-transformers classes load as usual, with
+    ``trust_remote_code=False`` (so a backbone whose config asks for remote code is refused by transformers).
+
+    Args:
+        model_name_or_path: a local folder or a Hugging Face Hub repo id.
+        trust_remote_code: ``True`` gives sentence-transformers' own behaviour for classes outside
+            sentence-transformers and glot-st (their code runs) and lets the backbone run remote code. Only pass
+            it for a model you trust.
+        **kwargs: passed on to ``SentenceTransformer(...)`` (``device``, ``cache_folder``, ``revision``, ...).
+
+    Returns:
+        The loaded ``SentenceTransformer``.
+
+    Raises:
+        ValueError: ``modules.json`` names a class outside sentence-transformers and glot-st (the error names it)
+            and ``trust_remote_code`` is not set; the model has no glot-st module; the model has no
+            ``modules.json`` (not a saved sentence-transformers model).
     """
-    kwargs.setdefault("trust_remote_code", True)
-    return SentenceTransformer(model_name_or_path, **kwargs)
+    return _load_checked(model_name_or_path, trust_remote_code=trust_remote_code, require_glot=True, **kwargs)
+
+
+def save(model: SentenceTransformer, path: str | os.PathLike, **kwargs: Any) -> None:
+    """``model.save(path, **kwargs)``, then make the folder Hub-native (:func:`glot_st.hub.make_hub_native`).
+
+    The folder then loads with :func:`load` (installed classes) and also with
+    ``SentenceTransformer(path, trust_remote_code=True)`` where glot-st is not installed (running the generated
+    ``glot_modeling.py``).
+
+    Args:
+        model: a ``SentenceTransformer`` holding a GLOT (or AdaPool) module.
+        path: the folder to write.
+        **kwargs: passed on to ``SentenceTransformer.save`` (``model_name``, ``create_model_card``, ...).
+    """
+    model.save(str(path), **kwargs)
+    make_hub_native(path)
+
+
+def push_to_hub(model: SentenceTransformer, repo_id: str, **kwargs: Any) -> str:
+    """Save the model Hub-native (:func:`save`) into a temporary folder and upload that folder.
+
+    Args:
+        model: a ``SentenceTransformer`` holding a GLOT (or AdaPool) module.
+        repo_id: the Hub repository, ``"org/name"``.
+        **kwargs: passed on to ``SentenceTransformer.push_to_hub`` (``token``, ``private``, ``commit_message``,
+            ``revision``, ``create_pr``, ...); ``local_model_path`` is set here, so the upload always carries the
+            freshly written model card (``replace_model_card`` has no effect).
+
+    Returns:
+        What ``push_to_hub`` returns: the commit (or pull request) URL.
+    """
+    if "local_model_path" in kwargs:
+        raise ValueError("glot_st.push_to_hub saves the model itself; use model.push_to_hub for a saved folder")
+    with tempfile.TemporaryDirectory(prefix="glot_st_push_") as folder:
+        model_name = repo_id if "/" in repo_id else None
+        save(model, folder, model_name=model_name)
+        return model.push_to_hub(repo_id, local_model_path=folder, **kwargs)
+
+
+def _load_checked(
+    model_name_or_path: str, *, trust_remote_code: bool, require_glot: bool, **kwargs: Any
+) -> SentenceTransformer:
+    """Check ``modules.json`` (see :func:`load`), then let sentence-transformers load the model with the glot-st
+    classes resolved to the installed ones."""
+    hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+    entries = _read_modules_json(model_name_or_path, hub_kwargs)
+    refs = [str(entry.get("type")) for entry in entries]
+    if require_glot and not any(ref in GLOT_MODULE_CLASSES for ref in refs):
+        raise ValueError(
+            f"{model_name_or_path!r} holds no glot-st module (its modules.json names {refs}); load it with "
+            "SentenceTransformer(...), or build a GLOT model from it with glot_st.from_backbone(...)"
+        )
+    foreign = [ref for ref in refs if ref not in GLOT_MODULE_CLASSES and not ref.startswith("sentence_transformers.")]
+    if foreign and not trust_remote_code:
+        raise ValueError(
+            f"{model_name_or_path!r} names module class(es) {foreign} in its modules.json, which are neither "
+            "sentence-transformers nor glot-st classes; loading them would run code from the model. Nothing was "
+            "loaded. Pass trust_remote_code=True only if you trust that code."
+        )
+    model = SentenceTransformer.__new__(SentenceTransformer)
+    resolve = SentenceTransformer._load_module_class_from_ref
+
+    def load_module_class(class_ref: str, *args: Any, **resolve_kwargs: Any) -> type:
+        if class_ref in GLOT_MODULE_CLASSES:
+            return GLOT_MODULE_CLASSES[class_ref]
+        if not trust_remote_code and not class_ref.startswith("sentence_transformers."):  # checked above
+            raise ValueError(f"module class {class_ref!r} is not allowed without trust_remote_code=True")
+        return resolve(model, class_ref, *args, **resolve_kwargs)
+
+    # Resolve the glot-st classes to the installed ones: sentence-transformers looks the method up on the
+    # instance while __init__ loads the modules; the override is removed again right after.
+    model.__dict__["_load_module_class_from_ref"] = load_module_class
+    try:
+        model.__init__(model_name_or_path, trust_remote_code=trust_remote_code, **kwargs)
+    finally:
+        model.__dict__.pop("_load_module_class_from_ref", None)
+    return model
+
+
+def _read_modules_json(model_name_or_path: str, hub_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The entries of the model's ``modules.json`` (a ValueError when it has none or it is malformed)."""
+    path = load_file_path(model_name_or_path, "modules.json", **hub_kwargs)
+    if path is None:
+        raise ValueError(
+            f"{model_name_or_path!r} has no modules.json, so it is not a saved sentence-transformers model; build "
+            "a GLOT model from a backbone with glot_st.from_backbone(...)"
+        )
+    with open(path, encoding="utf-8") as handle:
+        entries = json.load(handle)
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ValueError(f"modules.json of {model_name_or_path!r} must hold a list of module entries")
+    return entries

@@ -11,8 +11,10 @@ gets :meth:`~sentence_transformers.base.modules.Module.on_model_ready` once its 
 - a ``### GLOT pooling`` section (after *Full Model Architecture*) says that ``glot-st`` is needed, how to
   load the model, and lists every GLOT setting;
 - the usage snippet loads with ``trust_remote_code=True`` (sentence-transformers 6 imports a module class
-  from outside its own package only with it; no code from the repository runs);
-- the ``glot-st`` tag is added.
+  from outside its own package only with it);
+- the ``glot-st`` tag is added;
+- when the model was trained with the training kit (or anyone called :func:`set_training_info`), a
+  ``#### Training`` part states the task, the validation metric and its value.
 
 The GLOT template is derived at run time from the template of the installed sentence-transformers, so the
 rest of the card stays whatever that version writes.
@@ -33,11 +35,13 @@ from glot_st._compat import SentenceTransformerModelCardData
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GLOTModelCardData", "attach_model_card", "glot_card_section"]
+__all__ = ["GLOTModelCardData", "attach_model_card", "get_training_info", "glot_card_section", "set_training_info"]
 
 GLOT_TAG = "glot-st"
 GLOT_CONFIG_FILE = "glot_config.json"
 PLACEHOLDER_ID = "sentence_transformers_model_id"
+MODELING_FILE = "glot_modeling.py"
+TRAINING_INFO_ATTRIBUTE = "glot_training_info"
 _SECTION_VARIABLE = "{{ glot_section }}"
 _INSTALL_LINE = "pip install -U sentence-transformers\n"
 _INSTALL_INTRO = "First install the Sentence Transformers library:"
@@ -90,6 +94,61 @@ def attach_model_card(model: Any) -> None:
         card.add_tags(GLOT_TAG)
 
 
+def set_training_info(
+    model: Any,
+    *,
+    task: str,
+    metric_name: str | None = None,
+    metric_value: float | None = None,
+    eval_split: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Record how the model was trained, for the ``#### Training`` part of its model card.
+
+    Stored on ``model.model_card_data`` (it goes with the model, is pickled with it, and is written into
+    ``README.md`` by the next ``save`` / ``push_to_hub``); a second call replaces the first.
+
+    Args:
+        model: a ``SentenceTransformer`` holding a GLOT module.
+        task: the training task, e.g. ``"stsb"`` or ``"sst2 (single-sentence classification)"``.
+        metric_name: the validation metric, e.g. ``"spearman"``; ``None`` when nothing was validated.
+        metric_value: its value for the weights that were kept (float).
+        eval_split: the split the metric was computed on, e.g. ``"validation"``.
+        details: further ``setting -> value`` rows (epochs, learning rate, head, ...), shown in a table.
+    """
+    card = getattr(model, "model_card_data", None)
+    if card is None:
+        raise ValueError(f"{type(model).__name__} has no model_card_data to hold the training information")
+    info = {
+        "task": str(task),
+        "metric_name": None if metric_name is None else str(metric_name),
+        "metric_value": None if metric_value is None else float(metric_value),
+        "eval_split": None if eval_split is None else str(eval_split),
+        "details": dict(details or {}),
+    }
+    setattr(card, TRAINING_INFO_ATTRIBUTE, info)
+
+
+def get_training_info(model: Any) -> dict[str, Any] | None:
+    """The training information :func:`set_training_info` recorded on ``model`` (a dict), or ``None``."""
+    return getattr(getattr(model, "model_card_data", None), TRAINING_INFO_ATTRIBUTE, None)
+
+
+def _training_lines(info: dict[str, Any]) -> list[str]:
+    lines = ["", "#### Training", "", f"Task: `{_format_value(info['task'])}`."]
+    if info.get("metric_name") is not None:
+        value = info.get("metric_value")
+        where = f" on the `{info['eval_split']}` split" if info.get("eval_split") else ""
+        shown = "n/a" if value is None else f"{value:.4f}"
+        lines.append(f"Validation metric{where}: `{_format_value(info['metric_name'])}` = {shown}.")
+    else:
+        lines.append("No validation metric was computed.")
+    if info.get("details"):
+        lines += ["", "| setting | value |", "| --- | --- |"]
+        lines += [f"| `{key}` | `{_format_value(value)}` |" for key, value in info["details"].items()]
+    return lines
+
+
 def glot_card_section(model: Any, model_id: str | None = None) -> str:
     """Markdown of the ``### GLOT pooling`` section: install, load, and every GLOT module's settings.
 
@@ -109,8 +168,9 @@ def glot_card_section(model: Any, model_id: str | None = None) -> str:
         "using Token Graphs*, ICLR 2026): the frozen encoder's token states become a token-similarity graph, a "
         "few message-passing layers refine them, and a learned attention readout weighs the tokens.",
         "",
-        "The `GLOT` module is provided by the [`glot-st`](https://pypi.org/project/glot-st/) package, which must "
-        "be installed to load this model:",
+        "The `GLOT` module is provided by the [`glot-st`](https://pypi.org/project/glot-st/) package. With it "
+        "installed, `glot_st.load` uses the installed classes and runs no code from this repository (it refuses "
+        "a model whose `modules.json` names any class outside sentence-transformers and glot-st):",
         "",
         "```bash",
         "pip install glot-st",
@@ -120,16 +180,21 @@ def glot_card_section(model: Any, model_id: str | None = None) -> str:
         "import glot_st",
         "",
         f'model = glot_st.load("{repo}")',
-        "# or, equivalently:",
+        "```",
+        "",
+        "Models saved with `glot_st.save` / `glot_st.push_to_hub` also carry the module's code in "
+        f"`{MODELING_FILE}` (generated from the glot-st sources), so they load with sentence-transformers alone; "
+        "`trust_remote_code=True` then runs that file:",
+        "",
+        "```python",
         "from sentence_transformers import SentenceTransformer",
         "",
         f'model = SentenceTransformer("{repo}", trust_remote_code=True)',
         "```",
-        "",
-        "`trust_remote_code=True` is needed because sentence-transformers 6 imports a module class from outside "
-        "its own package only with it; no code from this repository is run (the `GLOT` class comes from the "
-        "installed `glot-st`).",
     ]
+    info = get_training_info(model)
+    if info is not None:
+        lines += _training_lines(info)
     for name, module in glots:
         config = module.get_config_dict()
         title = "GLOT configuration" if len(glots) == 1 else f"GLOT configuration (module `{name}`)"

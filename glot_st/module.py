@@ -12,6 +12,7 @@ from safetensors.torch import load_model as load_safetensors_model
 from torch import Tensor, nn
 
 from glot_st._compat import Module
+from glot_st.features import padded_token_inputs
 from glot_st.freeze import freeze_modules, modules_before
 from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph, token_norms
 from glot_st.graph_ops import DenseGraph, SparseGraph
@@ -23,6 +24,12 @@ from glot_st.readout import JK_MODES, AttentionReadout, JumpingKnowledge
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "sparse", "dense")
+# Config keys a saved ``glot_config.json`` may lack, with the value that reproduces what the versions before the key
+# computed: models saved by those versions load unchanged.
+ADDED_CONFIG_KEYS = {"include_prompt": True}
+# Config keys that do not change the embeddings (beyond float tolerance): a saved config lacking one loads with its
+# default and a warning. Every other key missing is an error.
+RUNTIME_CONFIG_KEYS = ("backend", "layout", "dense_max_elements", "output_token_states", "freeze_backbone")
 TOKEN_STATES_KEY = "glot_token_embeddings"
 # ``layout="auto"``: the largest ``B * heads * L * L`` that goes dense, per device type, when the config leaves
 # ``dense_max_elements`` unset. CPU: measured by ``benchmarks/bench_glot.py`` (the layout section). CUDA: NOT
@@ -33,7 +40,15 @@ DEFAULT_DENSE_MAX_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 26}
 # ``auto`` also needs at least this share of the (B, L) grid to be real tokens (measured, as above).
 DENSE_MIN_FILL_CPU = 0.7
 
-__all__ = ["DEFAULT_DENSE_MAX_ELEMENTS", "DENSE_MIN_FILL_CPU", "GLOT", "LAYOUTS", "TOKEN_STATES_KEY"]
+__all__ = [
+    "ADDED_CONFIG_KEYS",
+    "DEFAULT_DENSE_MAX_ELEMENTS",
+    "DENSE_MIN_FILL_CPU",
+    "GLOT",
+    "LAYOUTS",
+    "RUNTIME_CONFIG_KEYS",
+    "TOKEN_STATES_KEY",
+]
 
 
 class GLOT(Module):
@@ -43,7 +58,9 @@ class GLOT(Module):
     states are similar, refines the token states with ``num_layers`` message-passing layers, combines the
     input and every layer by jumping knowledge, and pools the tokens with learned attention weights.
 
-    Reads ``features["token_embeddings"]`` (B, L, in_dim) and ``features["attention_mask"]`` (B, L); writes
+    Reads ``features["token_embeddings"]`` (B, L, in_dim) and ``features["attention_mask"]`` (B, L) (or the
+    flattened layout of FlashAttention-2: ``token_embeddings`` (1, T, in_dim) with ``cu_seq_lens_q`` (B+1,), which
+    is unflattened to a padded batch) and ``features["prompt_length"]`` when a prompt was used; writes
     ``features["sentence_embedding"]`` (B, D) and, with ``output_token_states=True``,
     ``features["glot_token_embeddings"]`` (B, L, D) (zeros at padding). ``D`` is
     :meth:`get_sentence_embedding_dimension`. A sentence without any valid token pools to a zero vector.
@@ -75,6 +92,9 @@ class GLOT(Module):
         output_token_states: also write the refined token states under ``glot_token_embeddings``.
         freeze_backbone: when the module becomes part of a model, freeze every module in front of it (no
             gradients, eval mode).
+        include_prompt: pool the prompt's tokens too. ``False`` leaves out the first ``prompt_length`` real tokens
+            of every sentence (the ``prompt_length`` feature the ``Transformer`` sets when a prompt is used), as
+            sentence-transformers' ``Pooling(include_prompt=False)`` does: they are no graph nodes at all.
 
     Attributes:
         validate_inputs: a runtime switch, not saved with the config (default ``True``). When set, a NaN or inf
@@ -106,6 +126,7 @@ class GLOT(Module):
         "dense_max_elements",
         "output_token_states",
         "freeze_backbone",
+        "include_prompt",
     ]
 
     def __init__(
@@ -128,6 +149,7 @@ class GLOT(Module):
         dense_max_elements: int | None = None,
         output_token_states: bool = False,
         freeze_backbone: bool = True,
+        include_prompt: bool = True,
     ):
         super().__init__()
         _validate_config(locals())
@@ -149,6 +171,7 @@ class GLOT(Module):
         self.dense_max_elements = None if dense_max_elements is None else int(dense_max_elements)
         self.output_token_states = bool(output_token_states)
         self.freeze_backbone = bool(freeze_backbone)
+        self.include_prompt = bool(include_prompt)
         self._kernels = get_kernels(backend)  # raises with the install command if torch_scatter is missing
 
         widths = [self.in_dim] + [self.hidden_dim] * self.num_layers
@@ -170,14 +193,8 @@ class GLOT(Module):
     # ---- sentence-transformers interface --------------------------------------------------------------
     def forward(self, features: dict[str, Tensor | Any], **kwargs) -> dict[str, Tensor | Any]:
         """Pool ``features["token_embeddings"]`` under ``features["attention_mask"]`` (see the class doc)."""
-        if "token_embeddings" not in features or "attention_mask" not in features:
-            raise ValueError(
-                "GLOT needs 'token_embeddings' and 'attention_mask' in the features; place it directly after a "
-                f"Transformer module (got keys {sorted(features)})"
-            )
-        embeddings, token_states = self._pool(
-            features["token_embeddings"], features["attention_mask"], self.output_token_states
-        )
+        token_embeddings, mask = padded_token_inputs(features, self.include_prompt, "GLOT")
+        embeddings, token_states = self._pool(token_embeddings, mask, self.output_token_states)
         features["sentence_embedding"] = embeddings
         if token_states is not None:
             features[TOKEN_STATES_KEY] = token_states
@@ -257,7 +274,12 @@ class GLOT(Module):
         local_files_only: bool = False,
         **kwargs,
     ) -> GLOT:
-        """Load a saved GLOT module; a missing or corrupt config or weights file is an error naming the file."""
+        """Load a saved GLOT module; a missing or corrupt config or weights file is an error naming the file.
+
+        A config lacking keys that change the embeddings is an error naming them; one lacking only keys of
+        ``RUNTIME_CONFIG_KEYS`` loads with their defaults and a warning naming them; keys of
+        ``ADDED_CONFIG_KEYS`` (added after the first release) take the value that reproduces older models.
+        """
         hub_kwargs = dict(
             subfolder=subfolder,
             token=token,
@@ -280,6 +302,16 @@ class GLOT(Module):
         if unknown:
             logger.warning("ignoring unknown GLOT config keys %s in %s", unknown, config_path)
             config = {key: value for key, value in config.items() if key in cls.config_keys}
+        missing = [key for key in cls.config_keys if key not in config and key not in ADDED_CONFIG_KEYS]
+        required = [key for key in missing if key not in RUNTIME_CONFIG_KEYS]
+        if required:
+            raise ValueError(
+                f"GLOT config file {config_path!r} lacks the keys {required}, which change the embeddings; a default "
+                "would silently give another model. Add them with the values the model was trained with."
+            )
+        if missing:
+            logger.warning("GLOT config file %s lacks %s; using their defaults", config_path, missing)
+        config = {**{k: v for k, v in ADDED_CONFIG_KEYS.items() if k not in config}, **config}
         try:
             model = cls(**config)
         except (TypeError, ValueError) as error:

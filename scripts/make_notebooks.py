@@ -101,10 +101,11 @@ QUICKSTART = [
     new_markdown_cell(
         "## Save and load\n\n"
         "`model.save` writes a normal sentence-transformers folder (the GLOT module in `1_GLOT/`) with a model "
-        "card. `glot_st.load` is `SentenceTransformer(path, trust_remote_code=True)`: sentence-transformers 6 "
-        "imports a module class from outside its own package only with that flag (no code from the folder "
-        "runs; `GLOT` comes from the installed `glot_st`). `model.push_to_hub(\"org/name\")` uploads the same "
-        "files; `glot_st.load(\"org/name\")` loads them back."
+        "card. `glot_st.load` reads its `modules.json` first, accepts only sentence-transformers and glot-st "
+        "classes (taken from the installed packages, so no code from the folder runs) and refuses any other. "
+        "`model.push_to_hub(\"org/name\")` uploads the same files; `glot_st.load(\"org/name\")` loads them "
+        "back. `glot_st.save` / `glot_st.push_to_hub` also write a generated `glot_modeling.py`, so the model "
+        "loads with `SentenceTransformer(\"org/name\", trust_remote_code=True)` where glot-st is not installed."
     ),
     new_code_cell(
         'path = workdir / "my-glot-model"\n'

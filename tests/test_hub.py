@@ -8,6 +8,7 @@ the captured files out as a Hugging Face cache (``models--org--name/snapshots/<s
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 from pathlib import Path
@@ -186,3 +187,22 @@ def test_glot_model_card_data_can_be_passed_explicitly(tiny_bert, tmp_path):
     text = (tmp_path / "m" / "README.md").read_text(encoding="utf-8")
     assert 'glot_st.load("me/explicit")' in text and "language:\n- en" in text
     shutil.rmtree(tmp_path / "m")
+
+
+def test_glot_st_push_to_hub_uploads_a_hub_native_model(model, monkeypatch, tmp_path):
+    FakeHfApi.uploads = []
+    monkeypatch.setattr(st_model_module, "HfApi", FakeHfApi)
+    url = glot_st.push_to_hub(model, REPO_ID)
+    assert url.endswith(SHA)
+    files = FakeHfApi.uploads[0]["files"]
+    assert "glot_modeling.py" in files and "README.md" in files
+    assert [m["type"] for m in json.loads(files["modules.json"])][-1] == "glot_modeling.GLOT"
+    card = files["README.md"].decode("utf-8")
+    assert f'glot_st.load("{REPO_ID}")' in card and "glot_modeling.py" in card
+    cache = tmp_path / "hf-cache"
+    place_in_hf_cache(files, cache)
+    loaded = glot_st.load(REPO_ID, cache_folder=str(cache), device="cpu", local_files_only=True)
+    assert isinstance(loaded[1], glot_st.GLOT)
+    torch.testing.assert_close(
+        loaded.encode(SENTENCES, convert_to_tensor=True), model.encode(SENTENCES, convert_to_tensor=True), rtol=0, atol=1e-6
+    )

@@ -306,6 +306,10 @@ def test_save_and_reload_model_and_head(fresh, stsb, cache_root, tmp_path):
     a, b = torch.randn(3, head.dim), torch.randn(3, head.dim)
     assert torch.equal(head.predict(a, b), result.head.predict(a, b))
     assert (out / "glot_training.json").is_file()
+    card = (out / "README.md").read_text(encoding="utf-8")  # the card states the task, metric and configuration
+    assert "#### Training" in card and "Task: `stsb`" in card
+    assert f"`{result.metric_name}` = {result.best_metric:.4f}" in card
+    assert "#### GLOT configuration" in card and f"| `hidden_dim` | `{fresh[1].hidden_dim}` |" in card
 
 
 def test_regression_head_trains_on_scores_scaled_once(fresh, stsb, cache_root, monkeypatch):

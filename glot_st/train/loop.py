@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from glot_st.freeze import module_device
+from glot_st.model_card import set_training_info
 from glot_st.train.cache import (
     LengthBucketBatchSampler,
     TokenCache,
@@ -539,7 +540,20 @@ def train_cached(
     )
     if output_dir is not None:
         output_dir = Path(output_dir)
+        _record_training_on_card(model, spec, eval_split, result, head, epochs=len(history), lr=lr)
         model.save(str(output_dir))
         head.save(output_dir / HEAD_SUBFOLDER)
         (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
+
+
+def _record_training_on_card(model: Any, spec: Any, eval_split: Any, result: TrainResult, head: Any, **settings) -> None:
+    """State the task, the validation metric and the training settings in the saved model's card."""
+    set_training_info(
+        model,
+        task=spec.name,
+        metric_name=result.metric_name,
+        metric_value=result.best_metric,
+        eval_split=None if eval_split is None else eval_split.split,
+        details={"task kind": spec.kind, "head": head.kind, "best_epoch": result.best_epoch, **settings},
+    )

@@ -298,7 +298,7 @@ def test_validation_slice_is_carved_from_train_disjoint_and_fixed(fresh, stsb, c
 
 def test_save_and_reload_model_and_head(fresh, stsb, cache_root, tmp_path):
     out = tmp_path / "trained"
-    result = run(fresh, *stsb, cache_root, epochs=1, output_dir=out)
+    result = run(fresh, *stsb, cache_root, epochs=1, output_dir=out, validation_fraction=0.25)
     reloaded = glot_st.load(str(out), device="cpu")
     sentences = stsb[1].texts_a[:4]
     np.testing.assert_allclose(reloaded.encode(sentences), fresh.encode(sentences), atol=1e-6)
@@ -308,7 +308,8 @@ def test_save_and_reload_model_and_head(fresh, stsb, cache_root, tmp_path):
     assert (out / "glot_training.json").is_file()
     card = (out / "README.md").read_text(encoding="utf-8")  # the card states the task, metric and configuration
     assert "#### Training" in card and "Task: `stsb`" in card
-    assert f"`{result.metric_name}` = {result.best_metric:.4f}" in card
+    assert f"`{result.selection_metric}` = {result.validation_metric:.4f}" in card  # the validation metric
+    assert "train-validation" in card and json.loads((out / "modules.json").read_text())[1]["type"] == "glot_modeling.GLOT"
     assert "#### GLOT configuration" in card and f"| `hidden_dim` | `{fresh[1].hidden_dim}` |" in card
 
 

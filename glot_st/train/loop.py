@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from glot_st.builder import save as save_model
 from glot_st.freeze import module_device
 from glot_st.model_card import set_training_info
 from glot_st.train.cache import (
@@ -375,8 +376,9 @@ def train_cached(
         cache_dtype: ``"float16"`` or ``"float32"``.
         cache_batch_size: texts per backbone forward when building a cache.
         bucket_size: examples per length-sorting bucket (default ``16 * batch_size``; ``0`` = no sorting).
-        output_dir: if given, save the trained model as a sentence-transformers folder (reload with
-            :func:`glot_st.load`), the head in ``output_dir/glot_head`` (reload with
+        output_dir: if given, save the trained model as a sentence-transformers folder with
+            :func:`glot_st.save` (reload with :func:`glot_st.load`, or without glot-st by
+            ``SentenceTransformer(output_dir, trust_remote_code=True)``), the head in ``output_dir/glot_head`` (reload with
             ``load_head(output_dir)``) and the history in ``output_dir/glot_training.json``.
         device: where pooler and head train (default ``model.device``); the caches are built on
             ``model.device``. The pooler goes back to its own device afterwards (also on errors); the head
@@ -540,20 +542,28 @@ def train_cached(
     )
     if output_dir is not None:
         output_dir = Path(output_dir)
-        _record_training_on_card(model, spec, eval_split, result, head, epochs=len(history), lr=lr)
-        model.save(str(output_dir))
+        _record_training_on_card(
+            model, spec, validation_split, eval_split, result, head,
+            epochs_run=len(history), max_epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
+        )
+        save_model(model, output_dir)
         head.save(output_dir / HEAD_SUBFOLDER)
         (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
 
 
-def _record_training_on_card(model: Any, spec: Any, eval_split: Any, result: TrainResult, head: Any, **settings) -> None:
-    """State the task, the validation metric and the training settings in the saved model's card."""
+def _record_training_on_card(
+    model: Any, spec: Any, validation_split: Any, eval_split: Any, result: TrainResult, head: Any, **settings: Any
+) -> None:
+    """State the task, the validation metric the epoch was chosen by and the training settings in the card."""
+    details = {"task kind": spec.kind, "head": head.kind, "best_epoch": result.best_epoch, **settings}
+    if result.eval_metric is not None:
+        details[f"{spec.metric} on {eval_split.split}"] = round(result.eval_metric, 4)
     set_training_info(
         model,
         task=spec.name,
-        metric_name=result.metric_name,
-        metric_value=result.best_metric,
-        eval_split=None if eval_split is None else eval_split.split,
-        details={"task kind": spec.kind, "head": head.kind, "best_epoch": result.best_epoch, **settings},
+        metric_name=result.selection_metric,
+        metric_value=result.validation_metric,
+        eval_split=None if validation_split is None else validation_split.split,
+        details=details,
     )

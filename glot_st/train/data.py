@@ -60,7 +60,9 @@ class TextSplit:
         texts_a: the (first) sentence of each row, ``len == N``.
         texts_b: the second sentence of each row for pair tasks (``len == N``); ``None`` for
             single-sentence tasks.
-        labels: ``N`` labels: ``int`` class ids for classification, ``float`` scores (0..5) for STS-B.
+        labels: ``N`` labels: ``int`` class ids for classification, ``float`` scores (0..5) for STS-B (the
+            user's own data may also hold strings, see ``glot_st.train.inputs``); ``None`` for label-free
+            anchor/positive pairs.
 
     Raises:
         ValueError: if the lists do not all have the same length.
@@ -70,7 +72,7 @@ class TextSplit:
     split: str
     texts_a: list[str]
     texts_b: list[str] | None
-    labels: list
+    labels: list | None
 
     def __post_init__(self) -> None:
         n = len(self.texts_a)
@@ -78,7 +80,7 @@ class TextSplit:
             raise ValueError(
                 f"TextSplit {self.task}/{self.split}: texts_b has {len(self.texts_b)} rows, texts_a has {n}"
             )
-        if len(self.labels) != n:
+        if self.labels is not None and len(self.labels) != n:
             raise ValueError(
                 f"TextSplit {self.task}/{self.split}: labels has {len(self.labels)} rows, texts_a has {n}"
             )

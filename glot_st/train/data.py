@@ -77,8 +77,9 @@ class TextSplit:
         texts_a: the (first) sentence of each row, ``len == N``.
         texts_b: the second sentence of each row for pair tasks (``len == N``); ``None`` for
             single-sentence tasks.
-        labels: ``N`` labels: ``int`` class ids for classification, ``float`` scores (0..5) for STS-B; ``None``
-            for a label-free split (anchor / positive pairs for the contrastive head).
+        labels: ``N`` labels: ``int`` class ids for classification, ``float`` scores (0..5) for STS-B (the
+            user's own data may also hold strings, see ``glot_st.train.inputs``); ``None`` for label-free
+            anchor/positive pairs.
 
     Raises:
         ValueError: if the lists do not all have the same length.

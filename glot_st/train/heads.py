@@ -199,6 +199,9 @@ class ClassificationHead(TaskHead):
     Args:
         dim: D (the linear layer takes ``num_inputs * D`` inputs).
         num_labels: number of classes C (>= 2).
+        label_names: the original label of each class id (C JSON scalars, e.g. strings), saved in the config
+            so predictions can be mapped back (``glot_st.train.inputs.task_from_head``); ``None``: the
+            class ids are the labels.
     """
 
     kind = "single"
@@ -206,16 +209,20 @@ class ClassificationHead(TaskHead):
     prediction = "class"
     num_inputs = 1
 
-    def __init__(self, dim: int, num_labels: int):
+    def __init__(self, dim: int, num_labels: int, label_names: list | None = None):
         super().__init__(dim)
         if num_labels < 2:
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
         self.num_labels = int(num_labels)
+        if label_names is not None and len(label_names) != self.num_labels:
+            raise ValueError(f"label_names has {len(label_names)} entries for {self.num_labels} classes")
+        self.label_names = None if label_names is None else list(label_names)
         self.linear = torch.nn.Linear(self.num_inputs * self.dim, self.num_labels)
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, "num_labels": self.num_labels}
+        extra = {} if self.label_names is None else {"label_names": self.label_names}
+        return {**super().config, "num_labels": self.num_labels, **extra}
 
     def features(self, z_a: torch.Tensor, z_b: torch.Tensor | None) -> torch.Tensor:
         """Float (B, num_inputs * D) input of the linear layer: z_a, or [z_a; z_b] for the pair head."""
@@ -256,17 +263,18 @@ class PairClassificationHead(ClassificationHead):
         dim: D (the linear layer takes ``4 D`` inputs for ``"full"``, ``2 D`` for ``"concat"``).
         num_labels: number of classes C (>= 2).
         features: ``"full"`` or ``"concat"``.
+        label_names: as for :class:`ClassificationHead`.
     """
 
     kind = "pair"
     needs_pair = True
 
-    def __init__(self, dim: int, num_labels: int, features: str = "full"):
+    def __init__(self, dim: int, num_labels: int, features: str = "full", label_names: list | None = None):
         if features not in PAIR_FEATURES:
             raise ValueError(f"pair features must be one of {PAIR_FEATURES}, got {features!r}")
         self.features_kind = features
         self.num_inputs = 4 if features == "full" else 2
-        super().__init__(dim, num_labels)
+        super().__init__(dim, num_labels, label_names=label_names)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -32,8 +32,10 @@ from glot_st.train.cache import (
     key_fingerprint,
     validate_texts,
 )
-from glot_st.train.data import TASKS, VALIDATION_FRACTION, validation_slice
+from glot_st.train.data import VALIDATION_FRACTION, validation_slice
+from glot_st.train.guards import check_training_arguments, ensure_finite
 from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, make_head
+from glot_st.train.inputs import prepare_splits
 from glot_st.train.metrics import compute_metric
 
 __all__ = [
@@ -72,6 +74,7 @@ class TrainResult:
         trainable_parameters: trainable parameters of pooler + head.
         head: the trained head (best epoch).
         output_dir: where the model and head were saved, or ``None``.
+        task: the task trained: one line naming its kind, classes or score range and metric.
     """
 
     history: list[dict[str, Any]]
@@ -86,6 +89,7 @@ class TrainResult:
     trainable_parameters: int
     head: TaskHead = field(repr=False)
     output_dir: str | None = None
+    task: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (without the head module)."""
@@ -119,16 +123,6 @@ def default_pooler(model: torch.nn.Module) -> torch.nn.Module:
             return module
     names = [type(m).__name__ for m in model.children()]
     raise ValueError(f"the model has no pooler with a pool() method (modules: {names}); pass pooler=...")
-
-
-def _task_spec(split: Any, task: Any) -> Any:
-    if task is not None:
-        return task
-    if split.task not in TASKS:
-        raise ValueError(
-            f"task {split.task!r} is not in glot_st.train.data.TASKS ({sorted(TASKS)}); pass task=TaskSpec(...)"
-        )
-    return TASKS[split.task]
 
 
 def _validate_split(split: Any, head: TaskHead, role: str) -> tuple[list[str], list[str] | None, torch.Tensor | None]:
@@ -319,6 +313,7 @@ def train_cached(
     *,
     validation_split: Any = None,
     validation_fraction: float = VALIDATION_FRACTION,
+    columns: Any = None,
     pooler: torch.nn.Module | None = None,
     task: Any = None,
     head: TaskHead | None = None,
@@ -336,6 +331,7 @@ def train_cached(
     cache_batch_size: int = 64,
     bucket_size: int | None = None,
     output_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
     device: str | torch.device | None = None,
     show_progress_bar: bool = True,
 ) -> TrainResult:
@@ -351,13 +347,20 @@ def train_cached(
     Args:
         model: ``SentenceTransformer`` whose first module is the frozen ``Transformer`` (e.g. from
             :func:`glot_st.from_backbone`).
-        train_split: a ``glot_st.train.data.TextSplit`` (``task``, ``split``, ``texts_a`` N strings, ``texts_b`` N
-            strings or ``None``, ``labels`` N ints / floats, or ``None`` for the contrastive head).
-        eval_split: a ``TextSplit`` of the same task (the dev / test split to report), or ``None``.
-        validation_split: a ``TextSplit`` of the same task to select the epoch on, or ``None`` (carve one).
+        train_split: the training data: a ``glot_st.train.data.TextSplit`` (``task``, ``split``, ``texts_a`` N
+            strings, ``texts_b`` N strings or ``None``, ``labels`` N ints / floats / strings or ``None``), a
+            ``datasets.Dataset``, a pandas ``DataFrame``, a dict of columns, a tuple ``(texts, labels)`` /
+            ``(texts_a, texts_b, labels)`` or a ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.json`` / ``.parquet``
+            path (see :mod:`glot_st.train.inputs`). Unless it is a bundled task's split or ``task`` is
+            given, the task is inferred from its columns and labels (``TrainResult.task`` names it).
+        eval_split: data of the same task in the same form (the dev / test split to report), scored after every
+            epoch for the history and never used to select, or ``None``.
+        validation_split: data of the same task in the same form selecting the epoch, or ``None`` (carve one).
         validation_fraction: share of the training rows carved out as the validation split when
             ``validation_split`` is ``None``; ``0`` means no validation (all epochs run, the epoch with the
             lowest training loss is kept).
+        columns: column names of table forms: a ``glot_st.train.inputs.Columns`` or a dict with keys
+            ``text``, ``text_b``, ``label`` (default ``text`` and ``label``).
         pooler: module with ``pool(token_states (B, L, d) float, attention_mask (B, L)) -> (B, D)`` and
             ``get_sentence_embedding_dimension() -> D``; default: the model's GLOT module.
         task: a ``TaskSpec`` (``kind``, ``num_labels``, ``metric``); default ``glot_st.train.data.TASKS[task name]``.
@@ -379,7 +382,9 @@ def train_cached(
         output_dir: if given, save the trained model as a sentence-transformers folder with
             :func:`glot_st.save` (reload with :func:`glot_st.load`, or without glot-st by
             ``SentenceTransformer(output_dir, trust_remote_code=True)``), the head in ``output_dir/glot_head`` (reload with
-            ``load_head(output_dir)``) and the history in ``output_dir/glot_training.json``.
+            ``load_head(output_dir)``) and the history in ``output_dir/glot_training.json``. Checked before
+            anything runs: a file, a path under a file, or a non-empty folder holding no saved model is an error.
+        overwrite: allow an ``output_dir`` that is a non-empty folder holding something other than a model.
         device: where pooler and head train (default ``model.device``); the caches are built on
             ``model.device``. The pooler goes back to its own device afterwards (also on errors); the head
             stays on ``device``.
@@ -390,19 +395,26 @@ def train_cached(
 
     Raises:
         ValueError: columns that do not fit the head (naming the column), empty/None texts or labels out of
-            range (naming the row), splits of different tasks, bad arguments.
-        FloatingPointError: a non-finite loss (naming epoch and batch).
+            range (naming the row), splits of different tasks, bad arguments (all checked before any cache
+            is built).
+        FloatingPointError: a non-finite loss (naming epoch and batch) or non-finite weights after training.
+            On this or any other error the pooler and a given head get back the weights they had before the
+            run.
     """
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
-    if patience is not None and patience < 1:
-        raise ValueError(f"patience must be >= 1 or None, got {patience}")
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    check_training_arguments(
+        model, epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr,
+        weight_decay=weight_decay, cache_batch_size=cache_batch_size, bucket_size=bucket_size,
+        output_dir=output_dir, overwrite=overwrite, patience=patience, validation_fraction=validation_fraction,
+    )
+    prepared = prepare_splits(
+        train_split, {"eval": eval_split, "validation": validation_split}, columns=columns, task=task,
+        head_kind=head_kind, head_config=head_config,
+    )
+    train_split, spec, head_config = prepared.train, prepared.spec, prepared.head_config
+    eval_split, validation_split = prepared.others["eval"], prepared.others["validation"]
     for role, other in (("eval", eval_split), ("validation", validation_split)):
         if other is not None and other.task != train_split.task:
             raise ValueError(f"train split is task {train_split.task!r} but {role} split is task {other.task!r}")
-    spec = _task_spec(train_split, task)
     if validation_split is None and validation_fraction > 0:
         train_split, validation_split = validation_slice(train_split, validation_fraction)
     pooler = default_pooler(model) if pooler is None else pooler
@@ -425,6 +437,7 @@ def train_cached(
             "Use a classification head, or eval_split=None"
         )
     pooler_home = module_device(pooler)
+    before = _snapshot(pooler, head)  # put back on any error: a failed run leaves the model as it was
     head.to(run_device)
 
     tmp = tempfile.TemporaryDirectory(prefix="glot_cache_") if cache_dir is None else None
@@ -517,6 +530,11 @@ def train_cached(
                 break
         pooler.load_state_dict(best_state[0])
         head.load_state_dict(best_state[1])
+        ensure_finite(pooler, head)
+    except BaseException:
+        for module, state in zip((pooler, head), before):
+            module.load_state_dict(state)
+        raise
     finally:
         if pooler_home is not None:
             pooler.to(pooler_home)
@@ -539,6 +557,7 @@ def train_cached(
         trainable_parameters=sum(p.numel() for p in params),
         head=head,
         output_dir=None if output_dir is None else str(output_dir),
+        task=prepared.describe(),
     )
     if output_dir is not None:
         output_dir = Path(output_dir)

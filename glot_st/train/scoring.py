@@ -1,0 +1,160 @@
+"""Predict and score with a trained model and its head on new texts (the model encodes them end to end).
+
+``predict`` returns labels as the user gave them (strings for a label map), or scores; ``evaluate`` scores a
+labelled split with the task metric of the head's kind (accuracy for classification, Spearman otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glot_st.train.cache import validate_texts
+from glot_st.train.inputs import Columns, as_text_split, task_from_head
+from glot_st.train.metrics import compute_metric
+
+__all__ = [
+    "PREDICTION_EXTENSIONS",
+    "EvalResult",
+    "check_predictions_path",
+    "evaluate",
+    "predict",
+    "write_predictions",
+]
+
+PREDICTION_EXTENSIONS = (".jsonl", ".csv", ".tsv")
+
+
+def _embed(model: Any, texts: list[str], batch_size: int | None, show_progress_bar: bool) -> torch.Tensor:
+    options = {} if batch_size is None else {"batch_size": batch_size}
+    with torch.no_grad():
+        z = model.encode(texts, convert_to_tensor=True, show_progress_bar=show_progress_bar, **options)
+    return z.float().cpu()
+
+
+def _raw_predictions(model, head, texts_a, texts_b, batch_size, show_progress_bar) -> torch.Tensor:
+    texts_a = validate_texts(texts_a, name="texts_a")
+    if head.needs_pair and texts_b is None:
+        raise ValueError(f"the {head.kind!r} head scores sentence pairs: give the second texts (texts_b)")
+    if not head.needs_pair and texts_b is not None:
+        raise ValueError(f"the {head.kind!r} head takes single sentences: drop the second texts (texts_b)")
+    z_a = _embed(model, texts_a, batch_size, show_progress_bar)
+    if z_a.shape[1] != head.dim:
+        raise ValueError(f"the model's embeddings have {z_a.shape[1]} dimensions but the head takes {head.dim}")
+    z_b = None
+    if texts_b is not None:
+        texts_b = validate_texts(texts_b, name="texts_b")
+        if len(texts_b) != len(texts_a):
+            raise ValueError(f"texts_b has {len(texts_b)} rows, texts_a has {len(texts_a)}")
+        z_b = _embed(model, texts_b, batch_size, show_progress_bar)
+    head.eval()
+    device = next(head.parameters(), torch.empty(0)).device
+    return head.predict(z_a.to(device), None if z_b is None else z_b.to(device)).cpu()
+
+
+def predict(
+    model: Any,
+    head: Any,
+    texts_a: list[str],
+    texts_b: list[str] | None = None,
+    *,
+    batch_size: int | None = None,
+    show_progress_bar: bool = False,
+) -> list:
+    """Predictions of ``head`` on the model's embeddings of the texts.
+
+    Args:
+        model: the ``SentenceTransformer`` (``glot_st.load(output_dir)``).
+        head: its head (``glot_st.train.load_head(output_dir)``).
+        texts_a: N texts. texts_b: N second texts for pair heads, else ``None``.
+        batch_size: texts per ``encode`` batch (default: ``encode``'s).
+        show_progress_bar: ``encode``'s progress bar.
+
+    Returns:
+        N labels (the original labels for a label map, else class ids) for classification heads, N float
+        scores for the regression and contrastive heads.
+    """
+    raw = _raw_predictions(model, head, texts_a, texts_b, batch_size, show_progress_bar)
+    if head.prediction == "class":
+        return task_from_head(head).decode(raw.tolist())
+    return [float(v) for v in raw.tolist()]
+
+
+@dataclass
+class EvalResult:
+    """Outcome of :func:`evaluate`: ``metric_name``, ``metric``, ``rows`` and the ``predictions``."""
+
+    metric_name: str
+    metric: float
+    rows: int
+    predictions: list
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON summary without the predictions."""
+        return {"metric": self.metric, "metric_name": self.metric_name, "rows": self.rows}
+
+
+def evaluate(
+    model: Any,
+    head: Any,
+    data: Any,
+    columns: Columns | dict[str, Any] | None = None,
+    *,
+    batch_size: int | None = None,
+    show_progress_bar: bool = False,
+) -> EvalResult:
+    """Score a labelled split with the task metric of the head (accuracy, or Spearman for scores).
+
+    Args:
+        model, head: as for :func:`predict`.
+        data: labelled data in any form of ``glot_st.train.inputs.as_text_split`` (a file path included).
+        columns: its column names.
+
+    Raises:
+        ValueError: no label column, a label the head never saw in training (naming it), a missing column.
+    """
+    split = as_text_split(data, columns, split="eval")
+    if split.labels is None:
+        raise ValueError("evaluation needs labels: name the label column")
+    task = task_from_head(head)
+    gold = task.encode_labels(split).labels
+    raw = _raw_predictions(model, head, split.texts_a, split.texts_b, batch_size, show_progress_bar)
+    if head.prediction == "class":
+        ids = raw.tolist()
+        value = compute_metric(task.metric, ids, [int(g) for g in gold])
+        predictions = task.decode(ids)
+    else:
+        predictions = [float(v) for v in raw.tolist()]
+        value = compute_metric(task.metric, predictions, gold)
+    return EvalResult(task.metric, float(value), len(predictions), predictions)
+
+
+def check_predictions_path(path: str | os.PathLike) -> Path:
+    """Check the extension of a predictions file (``.jsonl``, ``.csv``, ``.tsv``) before any work is done."""
+    path = Path(path)
+    if path.suffix.lower() not in PREDICTION_EXTENSIONS:
+        raise ValueError(f"predictions file {str(path)!r} must end in one of {', '.join(PREDICTION_EXTENSIONS)}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"predictions file {str(path)!r}: {str(path.parent)!r} is not a folder")
+    return path
+
+
+def write_predictions(path: str | os.PathLike, predictions: list) -> None:
+    """Write predictions in input order: ``.jsonl`` (``{"prediction": p}`` a line) or ``.csv`` / ``.tsv``
+    (one column ``prediction``); the folder is created if missing."""
+    path = check_predictions_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".jsonl":
+        lines = (json.dumps({"prediction": p}) for p in predictions)
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return
+    import pandas as pd
+
+    pd.DataFrame({"prediction": predictions}).to_csv(
+        path, sep="\t" if path.suffix.lower() == ".tsv" else ",", index=False
+    )

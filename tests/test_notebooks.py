@@ -56,7 +56,7 @@ def _outputs(notebook) -> str:
     "name,expected",
     [
         ("01_quickstart.ipynb", ["query: A man is eating pasta.", "same embeddings after reload: True", "pip install glot-st"]),
-        ("02_train_glot.ipynb", ["dev accuracy", "GLOT ", "mean ", "<image/png>"]),
+        ("02_train_glot.ipynb", ["validation accuracy", "GLOT ", "mean ", "<image/png>", "single-sentence classification", "positive"]),
         ("03_stress_test.ipynb", ["GLOT: acc", "<image/png>"]),
     ],
 )

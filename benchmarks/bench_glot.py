@@ -56,6 +56,9 @@ from glot_st.module import DEFAULT_DENSE_MAX_ELEMENTS, DENSE_MIN_FILL_CPU  # noq
 SECTIONS = ("bound", "pyg", "encode", "backends", "layout", "long", "scaling")
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"pyg": 10.0, "encode": 1.05, "long_mib": 1024.0, "bound": 1.6}
+# On a GPU the targets compare with the authors' per-sentence formulation (GATConv(edge_dim=1)) at B=64 x L=128
+# and check encode at batch 128.
+GPU_TARGETS = {"authors": 10.0, "authors_case": "random B=64 x L=128", "encode": 1.03, "encode_batch": 128}
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 
@@ -424,7 +427,10 @@ def section_pyg(ctx) -> dict:
             }
         )
         log(f"pyg {name}: speedup {rows[-1]['speedup']}, vs the authors' loop {rows[-1]['speedup_authors']}")
-    return {"rows": rows, "target": TARGETS["pyg"]}
+    if device == "cuda":
+        return {"rows": rows, "target": GPU_TARGETS["authors"], "against": "authors",
+                "target_case": GPU_TARGETS["authors_case"]}
+    return {"rows": rows, "target": TARGETS["pyg"], "against": "pyg", "target_case": "B=64"}
 
 
 def clustered_random(batch: int, length: int, device: str, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -452,8 +458,11 @@ def section_encode(ctx) -> dict:
     with_glot.eval()
     with_mean.eval()
 
+    batch_size = GPU_TARGETS["encode_batch"] if ctx["device"] == "cuda" else 32
+    target = GPU_TARGETS["encode"] if ctx["device"] == "cuda" else TARGETS["encode"]
+
     def run(model):
-        return lambda: model.encode(texts, batch_size=32, show_progress_bar=False)
+        return lambda: model.encode(texts, batch_size=batch_size, show_progress_bar=False)
 
     times = timer.side_by_side({"mean": run(with_mean), "glot": run(with_glot)}, repeats)
     overhead = ratio(times["glot"], times["mean"])
@@ -461,11 +470,11 @@ def section_encode(ctx) -> dict:
     # the GLOT forward alone on the same batches, for the record
     return {
         "sentences": count,
-        "batch_size": 32,
+        "batch_size": batch_size,
         "mean": stats(times["mean"]),
         "glot": stats(times["glot"]),
         "overhead": overhead,
-        "target": TARGETS["encode"],
+        "target": target,
     }
 
 
@@ -822,19 +831,23 @@ def summary_lines(report: dict) -> list[str]:
                 f"{r['compile_speedup']['median']:.2f}x ({compile_note}) | - |"
             )
     if "pyg" in sections:
-        for r in sections["pyg"]["rows"]:
-            target = sections["pyg"]["target"]
-            goal = f">= {target:.0f}x" if "B=64" in r["case"] else "-"
-            ok = verdict(r["speedup"]["median"] >= target) if "B=64" in r["case"] else "-"
+        s = sections["pyg"]
+        against, target_case = s.get("against", "pyg"), s.get("target_case", "B=64")
+        for r in s["rows"]:
+            checked = {against} if target_case in r["case"] else set()
+            goal = {k: f">= {s['target']:.0f}x" if k in checked else "-" for k in ("pyg", "authors")}
+            ok = {
+                "pyg": verdict(r["speedup"]["median"] >= s["target"]) if "pyg" in checked else "-",
+                "authors": verdict(r["speedup_authors"]["median"] >= s["target"]) if "authors" in checked else "-",
+            }
             rows.append(
-                f"| GLOT forward vs per-sentence PyG loop, {r['case']} (L={r['shape'][1]}) | {goal} | "
-                f"{r['speedup']['median']:.2f}x (min-based {r['speedup']['min']:.2f}x; bound {r['speedup_bound']['median']:.2f}x) | {ok} |"
+                f"| GLOT forward vs per-sentence PyG loop, {r['case']} (L={r['shape'][1]}) | {goal['pyg']} | "
+                f"{r['speedup']['median']:.2f}x (min-based {r['speedup']['min']:.2f}x; bound {r['speedup_bound']['median']:.2f}x) | {ok['pyg']} |"
             )
-            if "speedup_authors" in r:
-                rows.append(
-                    f"| GLOT forward vs the authors' loop (`GATConv(edge_dim=1)` per sentence), {r['case']} | - | "
-                    f"{r['speedup_authors']['median']:.2f}x | - |"
-                )
+            rows.append(
+                f"| GLOT forward vs the authors' loop (`GATConv(edge_dim=1)` per sentence), {r['case']} | "
+                f"{goal['authors']} | {r['speedup_authors']['median']:.2f}x | {ok['authors']} |"
+            )
     if "encode" in sections:
         s = sections["encode"]
         rows.append(
@@ -930,7 +943,8 @@ def markdown(report: dict) -> str:
         lines += [
             "## GLOT vs the paper's per-sentence PyG loop (forward, no_grad, graph building included)",
             "",
-            f"Target: >= {s['target']:.0f}x at B=64, L~128.",
+            f"Target: >= {s['target']:.0f}x against the {s.get('against', 'pyg')} loop at {s.get('target_case', 'B=64')}"
+            " (on a GPU: the authors' loop at B=64 x L=128; encode at batch 128 <= 1.03x).",
             "",
             "| case | B x L | tokens | edges (density) | GLOT layout | PyG ms | GLOT ms | speedup | max abs diff "
             "| authors' loop ms | speedup vs authors | max abs diff | shared dense layers ms | speedup bound |",
@@ -952,10 +966,12 @@ def markdown(report: dict) -> str:
             "authors train it with Adam, as GLOT's trainer does).",
             "",
         ]
+        against, target_case = s.get("against", "pyg"), s.get("target_case", "B=64")
+        key = "speedup" if against == "pyg" else "speedup_authors"
         for r in s["rows"]:
-            if "B=64" in r["case"]:
-                ok = r["speedup"]["median"] >= s["target"]
-                lines.append(f"- {r['case']}: {r['speedup']['median']:.2f}x (median) - target {verdict(ok)}.")
+            if target_case in r["case"]:
+                ok = r[key]["median"] >= s["target"]
+                lines.append(f"- {r['case']}: {r[key]['median']:.2f}x (median) vs the {against} loop - target {verdict(ok)}.")
         lines += [""]
     if "encode" in sections:
         s = sections["encode"]

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 try:  # sentence-transformers 6
     from sentence_transformers.base.modules import Module, Pooling, Transformer
-    from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
     ST_MAJOR = 6
 except ImportError:  # sentence-transformers 5
-    from sentence_transformers import losses
     from sentence_transformers.model_card import SentenceTransformerModelCardData
     from sentence_transformers.models import Module, Pooling, Transformer
 
@@ -29,5 +27,4 @@ __all__ = [
     "Pooling",
     "SentenceTransformerModelCardData",
     "Transformer",
-    "losses",
 ]

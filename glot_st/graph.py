@@ -31,8 +31,23 @@ from glot_st.kernels import get_kernels
 GRAPH_KINDS = ("threshold", "topk", "mutual_knn")
 EDGE_WEIGHTS = ("binary", "cosine")
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
+# The graph defaults, written once: build_token_graph and the GLOT module both use them.
+DEFAULT_TAU = 0.6
+DEFAULT_GRAPH = "threshold"
+DEFAULT_K = 8
+DEFAULT_EDGE_WEIGHT = "binary"
 
-__all__ = ["EDGE_WEIGHTS", "GRAPH_KINDS", "build_token_graph", "token_norms", "valid_tokens"]
+__all__ = [
+    "DEFAULT_EDGE_WEIGHT",
+    "DEFAULT_GRAPH",
+    "DEFAULT_K",
+    "DEFAULT_TAU",
+    "EDGE_WEIGHTS",
+    "GRAPH_KINDS",
+    "build_token_graph",
+    "token_norms",
+    "valid_tokens",
+]
 
 
 def token_norms(token_states: Tensor) -> Tensor:
@@ -61,10 +76,10 @@ def build_token_graph(
     token_states: Tensor,
     attention_mask: Tensor,
     *,
-    tau: float = 0.6,
-    graph: str = "threshold",
-    k: int = 8,
-    edge_weight: str = "binary",
+    tau: float = DEFAULT_TAU,
+    graph: str = DEFAULT_GRAPH,
+    k: int = DEFAULT_K,
+    edge_weight: str = DEFAULT_EDGE_WEIGHT,
     layout: str = "sparse",
     backend: str | ModuleType = "native",
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,

@@ -14,7 +14,16 @@ from torch import Tensor, nn
 from glot_st._compat import Module
 from glot_st.features import padded_token_inputs
 from glot_st.freeze import freeze_modules, modules_before
-from glot_st.graph import EDGE_WEIGHTS, GRAPH_KINDS, build_token_graph, token_norms
+from glot_st.graph import (
+    DEFAULT_EDGE_WEIGHT,
+    DEFAULT_GRAPH,
+    DEFAULT_K,
+    DEFAULT_TAU,
+    EDGE_WEIGHTS,
+    GRAPH_KINDS,
+    build_token_graph,
+    token_norms,
+)
 from glot_st.graph_ops import DenseGraph, SparseGraph
 from glot_st.kernels import get_kernels
 from glot_st.layers import CONVS, make_layer
@@ -138,10 +147,10 @@ class GLOT(Module):
         heads: int = 1,
         concat_heads: bool = True,
         jk: str = "cat",
-        tau: float = 0.6,
-        graph: str = "threshold",
-        k: int = 8,
-        edge_weight: str = "binary",
+        tau: float = DEFAULT_TAU,
+        graph: str = DEFAULT_GRAPH,
+        k: int = DEFAULT_K,
+        edge_weight: str = DEFAULT_EDGE_WEIGHT,
         scorer_hidden: int | None = None,
         dropout: float = 0.1,
         backend: str = "auto",

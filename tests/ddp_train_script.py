@@ -44,10 +44,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
 
     import glot_st
-    from glot_st._compat import losses
 
     CosineSimilarityLoss = losses.CosineSimilarityLoss
 
@@ -99,6 +98,11 @@ def main() -> None:
              "steps": trainer.state.global_step},
             args.out,
         )
+    if torch.distributed.is_initialized():
+        # every rank leaves together and closes the gloo group itself: a rank that exits while its peer still
+        # tears down the group can abort ("terminate called without an active exception")
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -192,3 +192,31 @@ def test_cli_rejects_unknown_method(tmp_path, capsys):
     status = main(["stress", "--methods", "median", "--output-dir", str(tmp_path)])
     assert status == 2
     assert "median" in capsys.readouterr().err
+
+
+def test_resume_ignores_the_backbone_path_and_config_keys_added_later(tmp_path):
+    from glot_st.bench.runners import _load_resumable
+
+    protocol = {"experiment": "x", "backbone": {"name": "/old/checkout/model", "weights_digest": "abc"},
+                "glot_config": {"tau": 0.6, "include_prompt": True}}
+    older = {"experiment": "x", "backbone": {"name": "/somewhere/else", "weights_digest": "abc"},
+             "glot_config": {"tau": 0.6}}  # written before include_prompt existed
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"protocol": older, "runs": [{"done": 1}]}))
+    assert _load_resumable(path, protocol, lambda m: None)["runs"] == [{"done": 1}]
+    other = dict(older, backbone={"name": "/somewhere/else", "weights_digest": "other weights"})
+    path.write_text(json.dumps({"protocol": other, "runs": [{"done": 1}]}))
+    assert _load_resumable(path, protocol, lambda m: None) == {}  # another backbone is never reused
+
+
+def test_the_committed_results_resume_under_todays_protocol():
+    from pathlib import Path
+
+    from glot_st.bench.runners import _comparable
+    from glot_st.module import GLOT
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    today = GLOT(in_dim=384).get_config_dict()
+    for name in ("stress/stress.json", "glue/glue.json"):
+        stored = json.loads((root / name).read_text())["protocol"]
+        assert _comparable(stored)["glot_config"] == today, name

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from sentence_transformers import InputExample, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import InputExample, SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
 
 import glot_st
-from glot_st._compat import losses
 from glot_st.train.data import load_split
 from glot_st.train.st_trainer import prepare_for_st_trainer
 

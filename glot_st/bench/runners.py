@@ -1,7 +1,7 @@
 """The paper's evidence on real data: the signal-dilution stress test and GLUE-lite, on a frozen MiniLM.
 
 Both runners compare the same poolers (``METHODS``: CLS, mean, max, AdaPool, GLOT) under one training
-budget (:class:`Budget`: epochs, learning rate, batch size, weight decay) with cached training
+budget (:class:`Budget`: the recipe of :func:`glot_st.train.train_cached`) with cached training
 (:func:`glot_st.train.train_cached`): the frozen backbone runs once per dataset and every method trains
 its pooler (if it has weights) and a task head from the same token-state cache.
 
@@ -9,14 +9,14 @@ its pooler (if it has weights) and a task head from the same token-state cache.
   head on the pooled embedding; eval accuracy. Writes ``stress.json``, ``stress.md`` and
   ``stress_accuracy_vs_rho.png``.
 * :func:`run_glue`: CoLA (MCC), SST-2 (accuracy), STS-B (Spearman), MRPC (F1), RTE (accuracy) on their
-  dev splits (STS-B: test); heads from :mod:`glot_st.train.heads` by task kind (linear; linear on ``[z1; z2]``;
-  cosine of a projected pair for STS-B). Training rows are capped at ``max_train`` by a fixed random
+  dev splits (STS-B: test); heads from :mod:`glot_st.train.heads` by task kind (linear; linear on
+  ``[z1; z2; |z1 - z2|; z1 * z2]``; cosine of a projected pair for STS-B). Training rows are capped at ``max_train`` by a fixed random
   subset, the same for every method and seed. Also scores the backbone's own untrained pooling on STS-B.
   Writes ``glue.json`` and ``glue.md``.
 
-Reported numbers are the eval metric after the last epoch (no epoch selection on the eval split); the
-best epoch's value is kept in the JSON as well. GLOT is built with the library defaults
-(``GLOT(in_dim)``), unless the caller passes ``glot_config``.
+Two protocols are reported from the same runs: ours, the eval split at the epoch chosen on a validation slice
+of the training rows (never on the eval split), and the paper's, the best eval-split epoch. GLOT is built with
+the library defaults (``GLOT(in_dim)``), unless the caller passes ``glot_config``.
 
 Public API::
 
@@ -46,7 +46,7 @@ import torch
 from glot_st.baselines import make_pooler
 from glot_st.bench.paths import results_dir
 from glot_st.bench.stress import PAPER_RHOS, STRESS_TASK, make_stress_task
-from glot_st.module import GLOT
+from glot_st.module import ADDED_CONFIG_KEYS, GLOT
 from glot_st.train.cache import backbone_identity
 from glot_st.train.data import TASKS, TextSplit, load_split
 from glot_st.train.loop import seed_everything, train_cached
@@ -309,6 +309,20 @@ def _run_key(run: dict[str, Any], fields: Sequence[str]) -> tuple:
     return tuple(run[f] for f in fields)
 
 
+def _comparable(protocol: Any) -> Any:
+    """A protocol without what does not change results: the backbone's path (its identity digests stay) and GLOT
+    config keys added after a run was written, at the value that reproduces the older computation."""
+    if not isinstance(protocol, dict):
+        return protocol
+    protocol = json.loads(json.dumps(protocol))
+    if isinstance(protocol.get("backbone"), dict):
+        protocol["backbone"].pop("name", None)
+    if isinstance(protocol.get("glot_config"), dict):
+        for key, value in ADDED_CONFIG_KEYS.items():
+            protocol["glot_config"].setdefault(key, value)
+    return protocol
+
+
 def _load_resumable(path: Path, protocol: dict[str, Any], log: Log) -> dict[str, Any]:
     """The results of an earlier call with the same protocol (``{}`` if there is none)."""
     if not path.is_file():
@@ -317,7 +331,7 @@ def _load_resumable(path: Path, protocol: dict[str, Any], log: Log) -> dict[str,
         previous = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return {}
-    if previous.get("protocol") != protocol:
+    if _comparable(previous.get("protocol")) != _comparable(protocol):
         log(f"resume: {path} was written under another protocol; starting afresh")
         return {}
     log(f"resume: reusing {len(previous.get('runs', []))} finished runs from {path}")
@@ -712,8 +726,18 @@ def run_glue(
     return results
 
 
+def glot_method(methods: Sequence[str]) -> str | None:
+    """The GLOT method of a run: ``glot``, else the first GLOT variant of ``EXTRA_METHODS`` in it, else None."""
+    for name in ("glot", *EXTRA_METHODS):
+        if name in methods:
+            return name
+    return None
+
+
 def _glue_summary(protocol: dict[str, Any], runs: list[dict[str, Any]], field: str) -> dict[str, Any]:
-    """Per method and task: the summary of ``field``; per task: the best method(s); GLOT's standing."""
+    """Per method and task: the summary of ``field``; per task: the best method(s); GLOT's standing (``glot``,
+    or the GLOT variant of ``EXTRA_METHODS`` a run used instead), against the other methods of the run."""
+    glot = glot_method(protocol["methods"])
     summary: dict[str, dict[str, Any]] = {}
     for method in protocol["methods"]:
         summary[method] = {}
@@ -729,19 +753,20 @@ def _glue_summary(protocol: dict[str, Any], runs: list[dict[str, Any]], field: s
             continue
         top = max(v["mean"] for v in scored.values())
         best[task] = [m for m, v in scored.items() if v["mean"] == top]
-        baselines = {m: v for m, v in scored.items() if m != "glot" and m not in EXTRA_METHODS}
-        if "glot" in scored and baselines:
+        baselines = {m: v for m, v in scored.items() if m != glot and m not in EXTRA_METHODS}
+        if glot in scored and baselines:
             rival = max(baselines, key=lambda m: baselines[m]["mean"])
             # "below the best baseline by more than one standard deviation": the larger of the two std's
-            spread = max(scored["glot"]["std"], baselines[rival]["std"])
+            spread = max(scored[glot]["std"], baselines[rival]["std"])
             gaps[task] = {
                 "best_baseline": rival,
-                "gap": baselines[rival]["mean"] - scored["glot"]["mean"],
+                "gap": baselines[rival]["mean"] - scored[glot]["mean"],
                 "std": spread,
-                "within_one_std": baselines[rival]["mean"] - scored["glot"]["mean"] <= spread,
+                "within_one_std": baselines[rival]["mean"] - scored[glot]["mean"] <= spread,
             }
-    glot_wins = sorted(t for t, ms in best.items() if "glot" in ms)
+    glot_wins = sorted(t for t, ms in best.items() if glot in ms and t in gaps)  # wins over a baseline
     targets = {
+        "glot_method": glot,
         "glot_best_on": glot_wins,
         "glot_best_count": len(glot_wins),
         "needed": 4,
@@ -784,9 +809,12 @@ def _glue_table(results: dict[str, Any], scored: dict[str, Any], names: dict[str
         lines.append(f"| {METHOD_LABELS[method]} | " + " | ".join(cells) + " |")
     targets = scored["targets"]
     wins = targets["glot_best_on"]
+    label = METHOD_LABELS.get(targets["glot_method"], "GLOT")
+    if not targets["gaps"]:  # no baseline in this run: nothing to rank GLOT against
+        return lines + ["", f"{label} only: no baseline in this run to compare with (see the main table)."]
     lines += [
         "",
-        f"GLOT best on {targets['glot_best_count']} of {len(tasks)} tasks"
+        f"{label} best on {targets['glot_best_count']} of {len(tasks)} tasks"
         + (f" ({', '.join(names[t] for t in wins)})" if wins else "")
         + "; below the best baseline by more than one std on: "
         + (", ".join(names[t] for t, g in targets["gaps"].items() if not g["within_one_std"]) or "no task")
@@ -822,7 +850,9 @@ def glue_markdown(results: dict[str, Any]) -> str:
         "heads: linear on z (CoLA, SST-2), linear on [z1; z2; |z1 - z2|; z1 * z2] (MRPC, RTE), cosine of a learned "
         "linear projection of z1, z2 trained with MSE (STS-B). Every method: at most "
         f"{budget['epochs']} epochs, patience {budget['patience']}, AdamW lr {budget['lr']:g}, batch "
-        f"{budget['batch_size']}, weight decay {budget['weight_decay']:g}; GLOT with the library defaults. "
+        f"{budget['batch_size']}, weight decay {budget['weight_decay']:g}; GLOT with the library defaults"
+        + (" (GLOT (mean init): after GLOT.init_as_mean_pooling())" if "glot_mean_init" in protocol["methods"] else "")
+        + ". "
         f"Training rows used / available (fixed random subset, seed {protocol['subset_seed']}, same for all "
         f"methods and seeds; the validation slice comes out of these): {used}. Best mean per task in bold.",
         "",

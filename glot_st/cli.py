@@ -116,9 +116,10 @@ COLUMN_ARGUMENTS = (
 )
 
 CACHE_ARGUMENTS = (
-    arg("--cache-dtype", choices=CACHE_DTYPES, default="float16",
-        help="storage dtype of cached token states"),
-    arg("--cache-batch-size", type=int, default=64, help="texts per backbone forward while caching"),
+    arg("--cache-dtype", choices=CACHE_DTYPES, default=None,
+        help="storage dtype of cached token states (default: train_cached's, float16)"),
+    arg("--cache-batch-size", type=int, default=None,
+        help="texts per backbone forward while caching (default: train_cached's, 64)"),
     arg("--quiet", action="store_true", help="no progress bars"),
 )
 
@@ -182,7 +183,8 @@ def cache_command(args: argparse.Namespace) -> int:
     split = load_split(args.task, args.split, data_dir=args.data_dir, limit=args.limit)
     model = build_model(args)
     cache = build_split_cache(
-        model, split, args.cache_dir, dtype=args.cache_dtype, batch_size=args.cache_batch_size,
+        model, split, args.cache_dir, dtype=args.cache_dtype or _train_default("cache_dtype"),
+        batch_size=_train_default("cache_batch_size") if args.cache_batch_size is None else args.cache_batch_size,
         show_progress_bar=not args.quiet,
     )
     summary = {
@@ -198,10 +200,9 @@ def cache_command(args: argparse.Namespace) -> int:
 
 def _train_default(name: str) -> Any:
     """The default of ``train_cached``'s keyword ``name`` (written once, there); ``None`` if it has none."""
-    from glot_st.train.loop import train_cached
+    from glot_st.train.loop import recipe_defaults
 
-    parameter = inspect.signature(train_cached).parameters.get(name)
-    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+    return recipe_defaults().get(name)
 
 
 # train flags passed to train_cached under the same name, only when given (else train_cached's default)
@@ -264,8 +265,10 @@ def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
     kwargs = {name: getattr(args, name) for name in _FIT_FLAGS if getattr(args, name) is not None}
     kwargs.update(
-        cache_dir=args.cache_dir, cache_dtype=args.cache_dtype, cache_batch_size=args.cache_batch_size,
-        output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet,
+        {name: getattr(args, name) for name in ("cache_dtype", "cache_batch_size") if getattr(args, name) is not None}
+    )
+    kwargs.update(
+        cache_dir=args.cache_dir, output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet
     )
     checked = ("epochs", "batch_size", "lr", "weight_decay", "cache_batch_size", "output_dir", "overwrite")
     check_training_arguments(**{name: kwargs[name] for name in checked if name in kwargs})

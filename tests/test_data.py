@@ -1,4 +1,4 @@
-"""Loaders of the bundled GLUE-lite / STS-B copy (glot_st/datasets) and their error messages."""
+"""Loaders of the GLUE-lite / STS-B copy (the repository's data/ folder) and their error messages."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from glot_st.train.data import TASKS, TaskSpec, TextSplit, load_split
 from glot_st.train.data import resolve_data_dir as data_dir
 from glot_st.train.metrics import METRICS
 
-# documented in glot_st/datasets/README.md
+# documented in data/README.md
 ROW_COUNTS = {
     ("stsb", "train"): 5749,
     ("stsb", "dev"): 1500,

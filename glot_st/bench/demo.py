@@ -8,7 +8,7 @@
    similarity) and check that the reloaded model's embeddings equal the trained model's.
 
 The default budget (1000 train / 250 eval texts, 4 epochs, batch 16, AdamW lr 1e-3) keeps the whole job
-within about five minutes on two CPU cores; ``--n-train``, ``--n-eval``, ``--epochs`` change it.
+within a minute on two CPU cores; ``--n-train``, ``--n-eval``, ``--epochs`` change it.
 Exit status 1 if the reloaded embeddings differ.
 """
 
@@ -24,9 +24,9 @@ import torch
 
 import glot_st
 from glot_st.bench.runners import METHOD_LABELS, Budget, train_method
-from glot_st.bench.stress import STRESS_TASK, make_stress_task  # noqa: E402
-from glot_st.resources import minilm_path  # noqa: E402
-from glot_st.train.loop import train_cached  # noqa: E402
+from glot_st.bench.stress import STRESS_TASK, make_stress_task
+from glot_st.resources import minilm_path
+from glot_st.train.loop import train_cached
 
 RHO = 0.9
 SEED = 0

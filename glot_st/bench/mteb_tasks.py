@@ -2,7 +2,7 @@
 
 mteb is an optional (test / extra) dependency: it is imported only when a task is built. The task never
 downloads anything: its ``load_data`` builds a ``datasets.Dataset`` from :func:`glot_st.train.data.load_split`
-(the bundled copy, or another ``data_dir``).
+(the clone's ``data/`` folder, or another ``data_dir``).
 
 Public API::
 
@@ -30,22 +30,22 @@ def _task_class() -> type:
         from mteb.abstasks.task_metadata import TaskMetadata
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ModuleNotFoundError(
-            "evaluating through mteb needs the mteb package; run `pip install mteb` (or `pip install glot-st[test]`)"
+            "evaluating through mteb needs the mteb package; run `pip install mteb` (or `pip install glot-st[eval]`)"
         ) from error
 
     class GlotLocalSTSB(AbsTaskSTS):
-        """STS Benchmark test split read from glot-st's bundled copy (no download).
+        """STS Benchmark test split read from the clone's ``data/`` copy (no download).
 
         Args:
-            data_dir: a folder laid out like ``glot_st/datasets`` (``None``: the bundled copy).
+            data_dir: a folder laid out like the repository's ``data/`` (``None``: the clone's copy or ``$GLOT_ST_DATA_DIR``).
             limit: keep only the first ``limit`` pairs of the test split (``None``: all 1379).
         """
 
         metadata = TaskMetadata(
             name=TASK_NAME,
-            description="STS Benchmark test split (Cer et al. 2017) loaded offline from glot-st's bundled copy.",
+            description="STS Benchmark test split (Cer et al. 2017) loaded offline from a local copy (glot-st's data/ folder).",
             reference="https://aclanthology.org/S17-2001/",
-            dataset={"path": "glot_st/datasets/stsb", "revision": "bundled"},
+            dataset={"path": "data/stsb", "revision": "local"},
             type="STS",
             category="t2t",
             modalities=["text"],
@@ -91,7 +91,7 @@ def make_stsb_task(data_dir: str | os.PathLike | None = None, limit: int | None 
     """The local STS-B test task (an ``mteb.abstasks.sts.AbsTaskSTS`` instance).
 
     Args:
-        data_dir: a folder laid out like ``glot_st/datasets`` (``None``: the bundled copy).
+        data_dir: a folder laid out like the repository's ``data/`` (``None``: the clone's copy or ``$GLOT_ST_DATA_DIR``).
         limit: keep only the first ``limit`` pairs (``None``: all).
     """
     return _task_class()(data_dir=data_dir, limit=limit)
@@ -111,7 +111,7 @@ def evaluate_mteb(
 
     Args:
         model: a ``SentenceTransformer`` (e.g. from :func:`glot_st.from_backbone` or :func:`glot_st.load`).
-        data_dir: another copy of the data (``--data-dir``); ``None``: the bundled copy.
+        data_dir: another copy of the data (``--data-dir``); ``None``: the clone's ``data/``.
         limit: first ``limit`` pairs of the test split (``None``: all 1379).
         batch_size: encode batch size.
         show_progress_bar: mteb's progress bars.

@@ -29,7 +29,6 @@ The ``glot-st stress`` / ``glot-st glue`` commands (:mod:`glot_st.cli`) call the
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import platform
@@ -49,7 +48,8 @@ from glot_st.bench.stress import PAPER_RHOS, STRESS_TASK, make_stress_task
 from glot_st.module import ADDED_CONFIG_KEYS, GLOT
 from glot_st.train.cache import backbone_identity
 from glot_st.train.data import TASKS, TextSplit, load_split
-from glot_st.train.loop import seed_everything, train_cached
+from glot_st.train.guards import check_training_arguments
+from glot_st.train.loop import recipe_defaults, seed_everything, train_cached
 from glot_st.train.metrics import spearman
 
 __all__ = [
@@ -96,10 +96,7 @@ def _print(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-_TRAIN_DEFAULTS = {
-    name: parameter.default for name, parameter in inspect.signature(train_cached).parameters.items()
-    if parameter.default is not inspect.Parameter.empty
-}
+_TRAIN_DEFAULTS = recipe_defaults()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,11 +121,9 @@ class Budget:
     validation_fraction: float = _TRAIN_DEFAULTS["validation_fraction"]
 
     def __post_init__(self) -> None:
-        if (
-            self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not self.lr > 0
-            or self.weight_decay < 0 or not 0 < self.validation_fraction < 1
-        ):
-            raise ValueError(f"invalid budget {self}")
+        check_training_arguments(**dataclasses.asdict(self))
+        if not self.validation_fraction > 0:  # the bench reports the validation-chosen epoch: it needs a slice
+            raise ValueError(f"a budget needs validation_fraction > 0, got {self.validation_fraction}")
 
 
 # --------------------------------------------------------------------------------------------- pieces
@@ -631,7 +626,7 @@ def run_glue(
         max_eval: cap on eval rows (``None``: the whole dev / test split; only for quick runs).
         budget: the shared training budget.
         max_seq_length: backbone token limit.
-        data_dir: another copy of the data laid out like ``glot_st/datasets`` (``None``: the bundled one).
+        data_dir: another copy of the data laid out like the repository's ``data/`` (``None``: the clone's copy or ``$GLOT_ST_DATA_DIR``).
         output_dir: where ``glue.json`` and ``glue.md`` go.
         cache_dir: keep token-state caches here; ``None``: a temporary folder per task.
         glot_config: GLOT arguments (``None``: the library defaults).

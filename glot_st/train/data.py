@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ __all__ = [
     "VALIDATION_SEED",
     "TaskSpec",
     "TextSplit",
+    "is_bool",
     "load_split",
     "resolve_data_dir",
     "validation_slice",
@@ -40,6 +42,11 @@ VALIDATION_SEED = 0
 DATA_DIR_ENV = "GLOT_ST_DATA_DIR"
 # a clone (or editable install) keeps the copy at the repository root, two folders above this package
 _CLONE_DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def is_bool(value: Any) -> bool:
+    """True for a Python or NumPy bool (a label that must not pass for the class ids 0 / 1)."""
+    return isinstance(value, (bool, np.bool_))
 
 
 def resolve_data_dir(override: str | os.PathLike | None = None) -> Path:

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from glot_st.train.data import is_bool
+
 __all__ = [
     "HEAD_KINDS",
     "HEAD_SUBFOLDER",
@@ -64,10 +66,6 @@ def _label_values(labels: Any) -> list[Any]:
     if isinstance(labels, (torch.Tensor, np.ndarray)):
         return labels.reshape(-1).tolist()
     return list(labels)
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, (bool, np.bool_))
 
 
 def _check_pair(z_a: torch.Tensor, z_b: torch.Tensor | None, dim: int, need_b: bool) -> None:
@@ -179,7 +177,7 @@ def _class_labels(labels: Any, num_labels: int, row_ids: Any) -> torch.Tensor:
     for pos, value in enumerate(values):
         if (
             value is None
-            or _is_bool(value)
+            or is_bool(value)
             or not isinstance(value, numbers.Real)
             or not float(value).is_integer()
         ):
@@ -328,7 +326,7 @@ class RegressionHead(TaskHead):
         rows = _as_rows(row_ids, len(values))
         out = []
         for pos, value in enumerate(values):
-            if value is None or _is_bool(value) or not isinstance(value, numbers.Real):
+            if value is None or is_bool(value) or not isinstance(value, numbers.Real):
                 raise ValueError(f"score at {_row_name(pos, rows)} is {value!r}; expected a number")
             score = float(value)
             if not math.isfinite(score) or not self.min_score <= score <= self.max_score:

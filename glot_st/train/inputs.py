@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from glot_st.train.data import TASKS, TaskSpec, TextSplit
+from glot_st.train.data import TASKS, TaskSpec, TextSplit, is_bool
 
 __all__ = [
     "KIND_METRICS",
@@ -275,11 +275,11 @@ class InferredTask:
             return split
         where = f"{split.split} split {split.task}"
         if self.label_names is None:
-            return replace(split, labels=[int(v) if _is_bool(v) else v for v in split.labels])
+            return replace(split, labels=[int(v) if is_bool(v) else v for v in split.labels])
         index = {name: i for i, name in enumerate(self.label_names)}
         out = []
         for row, value in enumerate(split.labels):
-            if value not in index or _is_bool(value):
+            if value not in index or is_bool(value):
                 known = ", ".join(map(repr, self.label_names[:20]))
                 raise ValueError(
                     f"{where}: label {value!r} at row {row} was not seen in the training data (known labels: {known})"
@@ -293,12 +293,8 @@ class InferredTask:
         return ids if self.label_names is None else [self.label_names[i] for i in ids]
 
 
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool) or type(value).__name__ == "bool_"
-
-
 def _label_type(value: Any) -> str:
-    if _is_bool(value):
+    if is_bool(value):
         return "int"
     if isinstance(value, str):
         return "str"
@@ -357,7 +353,7 @@ def infer_task(
         if not high > low:
             raise ValueError(f"{where}: every score is {low:g}; regression needs scores that vary")
         return InferredTask("regression", KIND_METRICS["regression"], 1, None, float(low), float(high), split.task)
-    values = [int(v) if _is_bool(v) else v for v in labels]
+    values = [int(v) if is_bool(v) else v for v in labels]
     distinct = sorted(set(values))
     if len(distinct) < 2:
         raise ValueError(f"{where}: every label is {distinct[0]!r}; classification needs at least 2 classes")

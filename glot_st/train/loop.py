@@ -6,6 +6,7 @@ the head on cached token states.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -42,6 +43,7 @@ __all__ = [
     "HEAD_SUBFOLDER",
     "TrainResult",
     "build_split_cache",
+    "recipe_defaults",
     "default_pooler",
     "seed_everything",
     "split_texts",
@@ -96,6 +98,15 @@ class TrainResult:
         out = {k: v for k, v in self.__dict__.items() if k != "head"}
         out["head_config"] = self.head.config
         return out
+
+
+def recipe_defaults() -> dict[str, Any]:
+    """``train_cached``'s keyword defaults by name (the one place they are written), for the CLI and the bench."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(train_cached).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
 
 
 def seed_everything(seed: int) -> None:

@@ -154,9 +154,10 @@ def test_models_saved_before_the_move_load_with_the_same_embeddings():
 
 def test_adapool_is_a_sentence_transformers_module_that_saves_and_loads(tmp_path):
     from sentence_transformers import SentenceTransformer
-    from tiny_backbones import save_tiny_backbone
 
     from glot_st._compat import Transformer
+
+    from tiny_backbones import save_tiny_backbone
 
     backbone = save_tiny_backbone(tmp_path / "backbone", "bert")
     torch.manual_seed(0)

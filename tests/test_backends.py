@@ -13,10 +13,11 @@ import sys
 
 import pytest
 import torch
-from conftest import random_batch, randomized_glot
 
 from glot_st import GLOT, build_token_graph
 from glot_st.kernels import BACKENDS, get_kernels, native, resolve_backend, torch_scatter_available
+
+from conftest import random_batch, randomized_glot
 
 CONVS = ("gat", "gcn", "gin", "gine", "sage")
 ATOL = 1e-9

@@ -9,12 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import random_batch, randomized_glot
 from sentence_transformers import SentenceTransformer
 
 import glot_st
 import glot_st.kernels
 from glot_st import GLOT, build_token_graph
+
+from conftest import random_batch, randomized_glot
 
 MINILM_DIM = 384
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_batch, randomized_glot
 from torch._dynamo.testing import CompileCounter
+
+from conftest import random_batch, randomized_glot
 
 SHAPES = [(3, 7, [7, 4, 0]), (5, 12, [12, 3, 9, 1, 12]), (2, 5, [5, 5])]  # padding, empty rows, no padding
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
-from tiny_backbones import save_tiny_backbone
 
 import glot_st
 from glot_st import GLOT
 from glot_st._compat import Pooling
+
+from tiny_backbones import save_tiny_backbone
 
 SENTENCES = [
     "a man plays the guitar .",

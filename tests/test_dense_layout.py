@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_batch, randomized_glot
 
 from glot_st import build_token_graph
 from glot_st.layers import GATLayer, GCNLayer, SAGELayer
 from glot_st.module import DEFAULT_DENSE_MAX_ELEMENTS
+
+from conftest import random_batch, randomized_glot
 
 CONFIGS = [
     dict(conv="gat", heads=2, edge_weight="cosine"),

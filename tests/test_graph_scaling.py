@@ -13,10 +13,11 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_batch
 
 from glot_st import GLOT
 from glot_st.graph import DEFAULT_BLOCK_ELEMENTS, _blocks, build_token_graph
+
+from conftest import random_batch
 
 GRAPHS = ("threshold", "topk", "mutual_knn")
 

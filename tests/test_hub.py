@@ -17,10 +17,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
-from tiny_backbones import save_tiny_backbone
 
 import glot_st
 from glot_st.model_card import GLOTModelCardData, attach_model_card, glot_template
+
+from tiny_backbones import save_tiny_backbone
 
 try:  # sentence-transformers 6
     import sentence_transformers.base.model as st_model_module

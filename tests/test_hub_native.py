@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 import torch
 from test_hub import place_in_hf_cache
-from tiny_backbones import save_tiny_backbone
 
 import glot_st
 from glot_st import GLOT, AdaPool
 from glot_st.graph import build_token_graph
 from glot_st.hub import BUNDLED_SOURCES, PACKAGE_DIR, modeling_source
+
+from tiny_backbones import save_tiny_backbone
 
 TEXTS = ["a man plays the guitar .", "the dog runs in the park", "it is sunny outside today", "nice"]
 SHA = "89abcdef0123456789abcdef0123456789abcdef"

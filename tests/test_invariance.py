@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from conftest import randomized_glot
 
 DIM = 8

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_batch
 from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, GINConv, GINEConv, SAGEConv
 
 from glot_st.graph import build_token_graph
 from glot_st.graph_ops import DenseGraph, SparseGraph
 from glot_st.layers import GATLayer, GCNLayer, GINELayer, GINLayer, SAGELayer
+
+from conftest import random_batch
 
 IN_DIM = 8
 OUT_DIM = 6

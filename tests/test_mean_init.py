@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_batch, randomized_glot
 
 from glot_st.baselines import SimplePooler
+
+from conftest import random_batch, randomized_glot
 
 
 @pytest.mark.parametrize("conv", ["gat", "gcn", "gin", "gine", "sage"])

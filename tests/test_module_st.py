@@ -8,12 +8,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import random_batch, randomized_glot
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
 import glot_st
 from glot_st import GLOT
+
+from conftest import random_batch, randomized_glot
 
 TEXTS = [
     "A man is playing a guitar.",

@@ -11,9 +11,10 @@ import pickle
 
 import pytest
 import torch
-from tiny_backbones import save_tiny_backbone
 
 import glot_st
+
+from tiny_backbones import save_tiny_backbone
 
 SENTENCES = [
     "a man plays the guitar .",

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_backbones import save_tiny_backbone
 
 import glot_st
 import glot_st.train.loop as loop_mod
 from glot_st.train import Columns, as_text_split, infer_task, load_head, predict, read_table, train_cached
 from glot_st.train.data import TextSplit
+
+from tiny_backbones import save_tiny_backbone
 
 POS = ["a good dog", "a great cat", "nice music today", "good food", "a lovely park", "great weather today",
        "the nice piano", "good coffee"]
@@ -56,8 +57,10 @@ def write_table(df: pd.DataFrame, path):
         df.to_csv(path, index=False)
     elif suffix == ".tsv":
         df.to_csv(path, sep="\t", index=False)
-    elif suffix in (".jsonl", ".json"):
+    elif suffix == ".jsonl":
         df.to_json(path, orient="records", lines=True)
+    elif suffix == ".json":
+        df.to_json(path, orient="records")  # one JSON array of records
     elif suffix == ".parquet":
         df.to_parquet(path)
     return path
@@ -67,7 +70,7 @@ def write_table(df: pd.DataFrame, path):
 
 
 @pytest.mark.parametrize("form", ["textsplit", "dataset", "dataframe", "dict", "lists", "csv", "tsv", "jsonl",
-                                  "parquet"])
+                                  "json", "parquet"])
 def test_every_input_form_trains(form, backbone, tmp_path):
     columns = Columns(text="sentence")
     df = frame()

@@ -13,9 +13,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_batch
 
 from glot_st import GLOT
+
+from conftest import random_batch
 
 IN_DIM = 8
 HIDDEN = 6

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_backbones import save_tiny_backbone
 
 import glot_st
 from glot_st import GLOT, AdaPool
 from glot_st.features import exclude_prompt, unflatten_tokens
+
+from tiny_backbones import save_tiny_backbone
 
 TEXTS = ["a man plays the guitar .", "the dog runs", "it is sunny outside today and the cat sleeps"]
 

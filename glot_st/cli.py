@@ -117,9 +117,9 @@ COLUMN_ARGUMENTS = (
 
 CACHE_ARGUMENTS = (
     arg("--cache-dtype", choices=CACHE_DTYPES, default=None,
-        help="storage dtype of cached token states (default: train_cached's, float16)"),
+        help="storage dtype of cached token states (default: train_cached's)"),
     arg("--cache-batch-size", type=int, default=None,
-        help="texts per backbone forward while caching (default: train_cached's, 64)"),
+        help="texts per backbone forward while caching (default: train_cached's)"),
     arg("--quiet", action="store_true", help="no progress bars"),
 )
 

@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 RESULT_FILE = "glot_training.json"
+# how the token states of a split are cached by default (train_cached and build_split_cache)
+DEFAULT_CACHE_DTYPE = "float16"
+DEFAULT_CACHE_BATCH_SIZE = 64
 
 
 @dataclass
@@ -197,8 +200,8 @@ def build_split_cache(
     split: Any,
     cache_root: str | os.PathLike,
     *,
-    dtype: str = "float16",
-    batch_size: int = 64,
+    dtype: str = DEFAULT_CACHE_DTYPE,
+    batch_size: int = DEFAULT_CACHE_BATCH_SIZE,
     show_progress_bar: bool = True,
     backbone: dict[str, str] | None = None,
 ) -> TokenCache:
@@ -338,8 +341,8 @@ def train_cached(
     weight_decay: float = 0.01,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
-    cache_dtype: str = "float16",
-    cache_batch_size: int = 64,
+    cache_dtype: str = DEFAULT_CACHE_DTYPE,
+    cache_batch_size: int = DEFAULT_CACHE_BATCH_SIZE,
     bucket_size: int | None = None,
     output_dir: str | os.PathLike | None = None,
     overwrite: bool = False,

@@ -288,6 +288,24 @@ def section_bound(ctx) -> dict:
 
 
 # ---- the paper's PyG formulation ----------------------------------------------------------------------------------
+def gat_convs_of(glot: GLOT, edge_dim: int | None = None) -> nn.ModuleList:
+    """PyG ``GATConv`` layers holding a default GLOT's GAT weights (``edge_dim=1``: the edge term zeroed)."""
+    from torch_geometric.nn import GATConv
+
+    assert glot.conv == "gat" and glot.jk == "cat" and glot.edge_weight == "binary"
+    convs = nn.ModuleList()
+    for layer in glot.layers:
+        conv = GATConv(layer.lin.in_features, layer.channels, heads=layer.heads, concat=layer.concat, edge_dim=edge_dim)
+        conv.lin.weight.data.copy_(layer.lin.weight)
+        conv.att_src.data.copy_(layer.att_src)
+        conv.att_dst.data.copy_(layer.att_dst)
+        if edge_dim is not None:
+            conv.att_edge.data.zero_()
+        conv.bias.data.copy_(layer.bias)
+        convs.append(conv)
+    return convs
+
+
 class PygGLOT(nn.Module):
     """Per-sentence PyG pipeline: Data per sentence, dense cosine, threshold, Batch, GATConv, JK cat, readout.
 
@@ -297,18 +315,8 @@ class PygGLOT(nn.Module):
 
     def __init__(self, glot: GLOT):
         super().__init__()
-        from torch_geometric.nn import GATConv
-
-        assert glot.conv == "gat" and glot.jk == "cat" and glot.edge_weight == "binary"
         self.tau = glot.tau
-        self.convs = nn.ModuleList()
-        for layer in glot.layers:
-            conv = GATConv(layer.lin.in_features, layer.channels, heads=layer.heads, concat=layer.concat)
-            conv.lin.weight.data.copy_(layer.lin.weight)
-            conv.att_src.data.copy_(layer.att_src)
-            conv.att_dst.data.copy_(layer.att_dst)
-            conv.bias.data.copy_(layer.bias)
-            self.convs.append(conv)
+        self.convs = gat_convs_of(glot)
         self.scorer = copy.deepcopy(glot.readout.scorer)  # Linear, Tanh, Linear
 
     def forward(self, states: Tensor, mask: Tensor) -> Tensor:
@@ -342,19 +350,8 @@ class AuthorsGLOT(nn.Module):
 
     def __init__(self, glot: GLOT):
         super().__init__()
-        from torch_geometric.nn import GATConv
-
-        assert glot.conv == "gat" and glot.jk == "cat" and glot.edge_weight == "binary"
         self.tau = glot.tau
-        self.convs = nn.ModuleList()
-        for layer in glot.layers:
-            conv = GATConv(layer.lin.in_features, layer.channels, heads=layer.heads, concat=layer.concat, edge_dim=1)
-            conv.lin.weight.data.copy_(layer.lin.weight)
-            conv.att_src.data.copy_(layer.att_src)
-            conv.att_dst.data.copy_(layer.att_dst)
-            conv.att_edge.data.zero_()
-            conv.bias.data.copy_(layer.bias)
-            self.convs.append(conv)
+        self.convs = gat_convs_of(glot, edge_dim=1)
         self.scorer = copy.deepcopy(glot.readout.scorer)
         self.dim = glot.get_sentence_embedding_dimension()
 

@@ -318,6 +318,24 @@ def _comparable(protocol: Any) -> Any:
     return protocol
 
 
+def _start_run(
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    output_dir: str | os.PathLike,
+    backbone: Any,
+    max_seq_length: int,
+    glot_config: dict[str, Any] | None,
+) -> tuple[list[str], list[int], Path, Any, dict[str, Any]]:
+    """What both runners set up first: checked methods, int seeds, the output folder (created), the backbone
+    (loaded unless given) and GLOT's effective config for the protocol."""
+    methods = _check_methods(methods)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    backbone = load_backbone(max_seq_length) if backbone is None else backbone
+    glot_effective = make_method_pooler("glot", _token_width(backbone), glot_config).get_config_dict()
+    return methods, [int(s) for s in seeds], output_dir, backbone, glot_effective
+
+
 def _load_resumable(path: Path, protocol: dict[str, Any], log: Log) -> dict[str, Any]:
     """The results of an earlier call with the same protocol (``{}`` if there is none)."""
     if not path.is_file():
@@ -385,13 +403,10 @@ def run_stress(
     """
     started = time.perf_counter()
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
-    methods = _check_methods(methods)
     rhos = [float(r) for r in rhos]
-    seeds = [int(s) for s in seeds]
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    backbone = load_backbone(max_seq_length) if backbone is None else backbone
-    glot_effective = make_method_pooler("glot", _token_width(backbone), glot_config).get_config_dict()
+    methods, seeds, output_dir, backbone, glot_effective = _start_run(
+        methods, seeds, output_dir, backbone, max_seq_length, glot_config
+    )
     protocol = {
         "experiment": "stress",
         "methods": methods,
@@ -641,16 +656,13 @@ def run_glue(
     """
     started = time.perf_counter()
     load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
-    methods = _check_methods(methods)
     unknown = [t for t in tasks if t not in GLUE_TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(GLUE_TASKS)}")
     tasks = list(tasks)
-    seeds = [int(s) for s in seeds]
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    backbone = load_backbone(max_seq_length) if backbone is None else backbone
-    glot_effective = make_method_pooler("glot", _token_width(backbone), glot_config).get_config_dict()
+    methods, seeds, output_dir, backbone, glot_effective = _start_run(
+        methods, seeds, output_dir, backbone, max_seq_length, glot_config
+    )
     protocol = {
         "experiment": "glue",
         "tasks": tasks,

@@ -283,22 +283,12 @@ def _manifest_for_build(
                 f"format_version differs (cache {manifest.get('format_version')}, code {CACHE_FORMAT_VERSION})"
             )
         if problems:
-            if not overwrite:
-                raise ValueError(
-                    f"cache folder {str(directory)!r} holds another cache: " + "; ".join(problems)
-                    + ". Use another folder or overwrite=True."
-                )
-            _clear_folder(directory)
+            _refuse_or_clear(directory, "holds another cache", problems, "Use another folder or overwrite=True.", overwrite)
             manifest = None
     if manifest is not None:
         damaged = _damaged_shards(directory, manifest)
         if damaged:
-            if not overwrite:
-                raise ValueError(
-                    f"cache folder {str(directory)!r} is damaged: " + "; ".join(damaged)
-                    + ". build_cache(..., overwrite=True) rebuilds it."
-                )
-            _clear_folder(directory)
+            _refuse_or_clear(directory, "is damaged", damaged, "build_cache(..., overwrite=True) rebuilds it.", overwrite)
             manifest = None
     if manifest is None:
         manifest = {
@@ -313,6 +303,13 @@ def _manifest_for_build(
         }
         _atomic_write_json(directory / MANIFEST_NAME, manifest)
     return manifest
+
+
+def _refuse_or_clear(directory: Path, what: str, problems: list[str], hint: str, overwrite: bool) -> None:
+    """Raise ``ValueError`` naming the folder's ``problems``, or (``overwrite``) empty the folder for a rebuild."""
+    if not overwrite:
+        raise ValueError(f"cache folder {str(directory)!r} {what}: " + "; ".join(problems) + f". {hint}")
+    _clear_folder(directory)
 
 
 def _clear_folder(directory: Path) -> None:

@@ -259,22 +259,22 @@ def _train_arguments() -> tuple[Argument, ...]:
     )
 
 
-def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Every keyword argument of ``train_cached`` the train flags set (one place), checked before any work."""
-    from glot_st.train.guards import check_training_arguments
+def _training_recipe(args: argparse.Namespace) -> Any:
+    """The ``TrainingRecipe`` the train flags set (flags not given: ``train_cached``'s defaults), checked before any
+    work."""
+    from glot_st.train.loop import TrainingRecipe
 
-    kwargs = {name: getattr(args, name) for name in _FIT_FLAGS if getattr(args, name) is not None}
-    kwargs.update(
+    settings = {name: getattr(args, name) for name in _FIT_FLAGS if getattr(args, name) is not None}
+    settings.update(
         {name: getattr(args, name) for name in ("cache_dtype", "cache_batch_size") if getattr(args, name) is not None}
     )
-    kwargs.update(
-        cache_dir=args.cache_dir, output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet
+    recipe = TrainingRecipe.of(
+        cache_dir=args.cache_dir, output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet,
+        **settings,
     )
-    checked = ("epochs", "batch_size", "lr", "weight_decay", "cache_batch_size", "output_dir", "overwrite")
-    check_training_arguments(**{name: kwargs[name] for name in checked if name in kwargs})
     if args.max_seq_length is not None and args.max_seq_length < 1:
         raise ValueError(f"--max-seq-length must be > 0, got {args.max_seq_length}")
-    return kwargs
+    return recipe
 
 
 def _first_rows(split: Any, limit: int | None) -> Any:
@@ -288,8 +288,8 @@ def _first_rows(split: Any, limit: int | None) -> Any:
     return replace(split, texts_b=None if split.texts_b is None else split.texts_b[:limit], **cut)
 
 
-def _training_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
-    """(train, {"eval": ..., "validation": ...}, columns) from --task or --train-file."""
+def _training_splits(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """``(train, eval, validation, columns)`` from --task or --train-file (eval and validation may be ``None``)."""
     from glot_st.train.data import load_split
     from glot_st.train.inputs import Columns, as_text_split
 
@@ -307,7 +307,7 @@ def _training_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any
     validation = None
     if args.validation_file is not None:
         validation = as_text_split(args.validation_file, columns, name=train.task, split="validation")
-    return train, {"eval": evaluation, "validation": validation}, columns
+    return train, evaluation, validation, columns
 
 
 @subcommand(
@@ -318,7 +318,7 @@ def _training_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any
 )
 def train_command(args: argparse.Namespace) -> int:
     from glot_st.train.inputs import prepare_splits
-    from glot_st.train.loop import train_cached
+    from glot_st.train.loop import plan_training, run_plan
 
     if (args.task is None) == (args.train_file is None):
         raise ValueError("give either --task (a bundled task) or --train-file (your data)")
@@ -326,21 +326,18 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError("--output-dir is required with --train-file (the trained model is saved there)")
     if args.task is not None:  # known before any data is read
         _check_temperature(args, args.head or TASKS[args.task].kind)
-    fit = _fit_kwargs(args)
+    recipe = _training_recipe(args)
     head_config = {
         key: getattr(args, key) for key in ("temperature", "min_score", "max_score") if getattr(args, key) is not None
     }
-    train, others, columns = _training_splits(args)
-    prepared = prepare_splits(train, others, columns=columns, head_kind=args.head, head_config=head_config)
+    train, evaluation, validation, columns = _training_splits(args)
+    prepared = prepare_splits(
+        train, evaluation, validation, columns=columns, head_kind=args.head, head_config=head_config
+    )
     _check_temperature(args, args.head or prepared.spec.kind)
     print(f"glot-st train: task: {prepared.describe()}", file=sys.stderr)
     model = build_model(args)
-    if prepared.others["validation"] is not None:
-        fit["validation_split"] = prepared.others["validation"]
-    result = train_cached(
-        model, prepared.train, prepared.others["eval"], task=prepared.spec, head_kind=args.head,
-        head_config=prepared.head_config or None, **fit,
-    )
+    result = run_plan(model, plan_training(model, prepared, recipe, head_kind=args.head))
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 

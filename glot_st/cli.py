@@ -442,7 +442,7 @@ def _model_folder(path: str) -> str:
 
 
 # ----------------------------------------------------------------------------------- evaluation runners
-# (glot_st.bench.runners; a flag left at None takes the runner's own default, shown in the help)
+# (glot_st.bench.stress_runner, glue_runner; a flag left at None takes the runner's own default, shown in the help)
 
 
 def _runner_default(runner: Callable, name: str) -> Any:
@@ -454,13 +454,13 @@ def _runner_default(runner: Callable, name: str) -> Any:
 
 
 def _budget_default(name: str) -> Any:
-    from glot_st.bench.runners import Budget
+    from glot_st.bench.experiment import Budget
 
     return getattr(Budget(), name)
 
 
 def _runner_arguments() -> tuple[Argument, ...]:
-    from glot_st.bench.runners import run_glue
+    from glot_st.bench.glue_runner import run_glue
 
     return (
         arg("--methods", default=None,
@@ -498,7 +498,7 @@ def _csv(text: str | None, cast: Callable[[str], Any]) -> list[Any] | None:
 
 def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments shared by both runners, only for the flags given on the command line."""
-    from glot_st.bench.runners import Budget
+    from glot_st.bench.experiment import Budget
 
     budget_fields = {
         name: getattr(args, name) for name in ("epochs", "patience", "validation_fraction", "lr", "batch_size", "weight_decay")
@@ -532,7 +532,7 @@ def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
 
 
 def _stress_arguments() -> tuple[Argument, ...]:
-    from glot_st.bench.runners import DEFAULT_STRESS_DIR, run_stress
+    from glot_st.bench.stress_runner import DEFAULT_STRESS_DIR, run_stress
 
     return (
         arg("--rhos", default=None,
@@ -550,7 +550,7 @@ def _stress_arguments() -> tuple[Argument, ...]:
 
 
 def _glue_arguments() -> tuple[Argument, ...]:
-    from glot_st.bench.runners import DEFAULT_GLUE_DIR, run_glue
+    from glot_st.bench.glue_runner import DEFAULT_GLUE_DIR, run_glue
 
     return (
         arg("--tasks", default=None,
@@ -572,7 +572,7 @@ def _glue_arguments() -> tuple[Argument, ...]:
     arguments=_stress_arguments,
 )
 def stress_command(args: argparse.Namespace) -> int:
-    from glot_st.bench.runners import DEFAULT_STRESS_DIR, run_stress, stress_markdown
+    from glot_st.bench.stress_runner import DEFAULT_STRESS_DIR, run_stress, stress_markdown
 
     kwargs = _runner_kwargs(args)
     if args.rhos is not None:
@@ -592,7 +592,7 @@ def stress_command(args: argparse.Namespace) -> int:
     arguments=_glue_arguments,
 )
 def glue_command(args: argparse.Namespace) -> int:
-    from glot_st.bench.runners import DEFAULT_GLUE_DIR, glue_markdown, run_glue
+    from glot_st.bench.glue_runner import DEFAULT_GLUE_DIR, glue_markdown, run_glue
 
     kwargs = _runner_kwargs(args)
     if args.tasks is not None:

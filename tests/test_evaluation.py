@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
+from glot_st.bench.glue_runner import _cap_rows
 from glot_st.bench.runners import (
     METHOD_LABELS,
     Budget,
-    _cap_rows,
     glue_markdown,
     load_backbone,
     run_glue,
@@ -195,7 +195,7 @@ def test_cli_rejects_unknown_method(tmp_path, capsys):
 
 
 def test_resume_ignores_the_backbone_path_and_config_keys_added_later(tmp_path):
-    from glot_st.bench.runners import _load_resumable
+    from glot_st.bench.experiment import _load_resumable
 
     protocol = {"experiment": "x", "backbone": {"name": "/old/checkout/model", "weights_digest": "abc"},
                 "glot_config": {"tau": 0.6, "include_prompt": True}}
@@ -212,7 +212,7 @@ def test_resume_ignores_the_backbone_path_and_config_keys_added_later(tmp_path):
 def test_the_committed_results_resume_under_todays_protocol():
     from pathlib import Path
 
-    from glot_st.bench.runners import _comparable
+    from glot_st.bench.experiment import _comparable
     from glot_st.module import GLOT
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "results"

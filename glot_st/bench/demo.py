@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import glot_st
-from glot_st.bench.runners import METHOD_LABELS, Budget, train_method
+from glot_st.bench.experiment import METHOD_LABELS, Budget, train_method
 from glot_st.bench.stress import STRESS_TASK, make_stress_task
 from glot_st.resources import minilm_path
 from glot_st.train.loop import train_cached

@@ -18,10 +18,11 @@ exit status 2 (no traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -627,6 +628,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def library_progress_bars_off() -> Iterator[None]:
+    """Turn off the progress bars transformers, huggingface_hub and datasets draw themselves (loading weights,
+    writing shards, reading files) while the block runs, for ``--quiet``; each is put back as it was after.
+    glot-st's own bars follow ``show_progress_bar``."""
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as transformers_logging
+
+    try:
+        import datasets
+    except ImportError:  # the train extra is not installed: none of its bars can show
+        datasets = None
+    was_on = (
+        transformers_logging.is_progress_bar_enabled(),
+        not hub.are_progress_bars_disabled(),
+        datasets is not None and datasets.is_progress_bar_enabled(),
+    )
+    transformers_logging.disable_progress_bar()
+    hub.disable_progress_bars()
+    if datasets is not None:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on[0]:
+            transformers_logging.enable_progress_bar()
+        if was_on[1]:
+            hub.enable_progress_bars()
+        if was_on[2]:
+            datasets.enable_progress_bars()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``glot-st`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
@@ -638,8 +671,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    quiet = library_progress_bars_off() if getattr(args, "quiet", False) else contextlib.nullcontext()
     try:
-        return int(args._run(args) or 0)
+        with quiet:
+            return int(args._run(args) or 0)
     except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
         message = " | ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
         print(f"glot-st {args.command}: error: {message}", file=sys.stderr)

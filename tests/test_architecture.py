@@ -192,3 +192,36 @@ def test_the_wheel_holds_code_only_and_builds_without_warnings(tmp_path):
     assert "glot_st/module.py" in package_files and "glot_st/train/cache/store.py" in package_files
     data = [n for n in package_files if not n.endswith(".py") and n != "glot_st/py.typed"]
     assert data == [], data
+
+
+MAX_BODY_LINES = 60
+
+
+def body_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body after its docstring (nested functions count towards it)."""
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(
+        body[0].value.value, str
+    ):
+        body = body[1:]
+    return function.end_lineno - body[0].lineno + 1 if body else 0
+
+
+def long_functions(root: Path, limit: int) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and body_lines(node) > limit:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({body_lines(node)} lines)")
+    return found
+
+
+def test_no_function_body_in_the_package_is_over_60_lines():
+    assert long_functions(PACKAGE, MAX_BODY_LINES) == [], "split these functions into named steps"
+
+
+def test_the_length_check_finds_long_functions(tmp_path):
+    statements = "\n".join(f"    x{i} = {i}" for i in range(MAX_BODY_LINES + 1))
+    (tmp_path / "probe.py").write_text(f'def long():\n    """Doc."""\n{statements}\n\n\ndef short():\n    return 1\n')
+    assert [line.split()[1] for line in long_functions(tmp_path, MAX_BODY_LINES)] == ["long"]
+    assert long_functions(tmp_path, MAX_BODY_LINES + 1) == []

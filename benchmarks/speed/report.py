@@ -315,7 +315,7 @@ def readme_section(report: dict) -> str:
     if env["device"] != "cuda":
         lines += [
             "**GPU figures: not measured.** No GPU was available for this run. The CUDA tests "
-            "(`tests/test_cuda.py`: parity with CPU, dense vs sparse, every conv, fp16/bf16 autocast, backward, "
+            "(`tests/environment/test_cuda.py`: parity with CPU, dense vs sparse, every conv, fp16/bf16 autocast, backward, "
             "CUDA-graph capture) skip without one, and the CUDA bound of `layout=\"auto\"` "
             f"({DEFAULT_DENSE_MAX_ELEMENTS['cuda']:,} entries) is set by memory, not measured. "
             "`python benchmarks/bench_glot.py --device cuda --write-readme` measures it all on a GPU.",
@@ -362,7 +362,7 @@ def readme_section(report: dict) -> str:
     if "long" in sections:
         lines.append(
             "- **Long inputs.** Similarity is computed in blocks of at most `2**24` entries, so an 8192-token input "
-            "never holds its 8192 x 8192 matrix (`tests/test_graph_scaling.py` checks this). Memory grows with the "
+            "never holds its 8192 x 8192 matrix (`tests/core/test_graph_scaling.py` checks this). Memory grows with the "
             "number of edges; with a dense threshold graph use `graph=\"topk\"` (exactly `k` in-neighbours per "
             "token)."
         )

@@ -15,9 +15,9 @@ import torch
 
 import glot_st
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "glot_st"
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 LEGACY = FIXTURES / "legacy_glot_v0_1"
 
 # Layers, lowest first: a module may import its own layer and the layers below it, never one above.

@@ -124,6 +124,7 @@ def test_the_cycle_finder_finds_cycles():
 KIT = ("glot_st.train", "glot_st.bench", "glot_st.cli")
 
 
+@pytest.mark.slow
 def test_core_import_and_loading_leave_the_training_kit_and_bench_unimported():
     script = f"""
 import sys, json
@@ -176,6 +177,7 @@ def test_adapool_is_a_sentence_transformers_module_that_saves_and_loads(tmp_path
     torch.testing.assert_close(reloaded.encode(texts, convert_to_tensor=True), before, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_code_only_and_builds_without_warnings(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w", str(tmp_path), str(REPO)],

@@ -3,6 +3,8 @@
 #   make test   set up .venv and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# pytest-xdist workers for `make test` (one per core of the 2-core target machine; each test thread-limits torch)
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -15,7 +17,7 @@ demo: venv
 	$(PY) -m glot_st.bench.demo
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: venv
 	$(PY) -m ruff check glot_st tests benchmarks scripts

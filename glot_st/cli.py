@@ -18,10 +18,11 @@ exit status 2 (no traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -259,22 +260,22 @@ def _train_arguments() -> tuple[Argument, ...]:
     )
 
 
-def _fit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Every keyword argument of ``train_cached`` the train flags set (one place), checked before any work."""
-    from glot_st.train.guards import check_training_arguments
+def _training_recipe(args: argparse.Namespace) -> Any:
+    """The ``TrainingRecipe`` the train flags set (flags not given: ``train_cached``'s defaults), checked before any
+    work."""
+    from glot_st.train.loop import TrainingRecipe
 
-    kwargs = {name: getattr(args, name) for name in _FIT_FLAGS if getattr(args, name) is not None}
-    kwargs.update(
+    settings = {name: getattr(args, name) for name in _FIT_FLAGS if getattr(args, name) is not None}
+    settings.update(
         {name: getattr(args, name) for name in ("cache_dtype", "cache_batch_size") if getattr(args, name) is not None}
     )
-    kwargs.update(
-        cache_dir=args.cache_dir, output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet
+    recipe = TrainingRecipe.of(
+        cache_dir=args.cache_dir, output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet,
+        **settings,
     )
-    checked = ("epochs", "batch_size", "lr", "weight_decay", "cache_batch_size", "output_dir", "overwrite")
-    check_training_arguments(**{name: kwargs[name] for name in checked if name in kwargs})
     if args.max_seq_length is not None and args.max_seq_length < 1:
         raise ValueError(f"--max-seq-length must be > 0, got {args.max_seq_length}")
-    return kwargs
+    return recipe
 
 
 def _first_rows(split: Any, limit: int | None) -> Any:
@@ -288,8 +289,8 @@ def _first_rows(split: Any, limit: int | None) -> Any:
     return replace(split, texts_b=None if split.texts_b is None else split.texts_b[:limit], **cut)
 
 
-def _training_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
-    """(train, {"eval": ..., "validation": ...}, columns) from --task or --train-file."""
+def _training_splits(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """``(train, eval, validation, columns)`` from --task or --train-file (eval and validation may be ``None``)."""
     from glot_st.train.data import load_split
     from glot_st.train.inputs import Columns, as_text_split
 
@@ -307,7 +308,7 @@ def _training_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any
     validation = None
     if args.validation_file is not None:
         validation = as_text_split(args.validation_file, columns, name=train.task, split="validation")
-    return train, {"eval": evaluation, "validation": validation}, columns
+    return train, evaluation, validation, columns
 
 
 @subcommand(
@@ -318,7 +319,7 @@ def _training_splits(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any
 )
 def train_command(args: argparse.Namespace) -> int:
     from glot_st.train.inputs import prepare_splits
-    from glot_st.train.loop import train_cached
+    from glot_st.train.loop import plan_training, run_plan
 
     if (args.task is None) == (args.train_file is None):
         raise ValueError("give either --task (a bundled task) or --train-file (your data)")
@@ -326,21 +327,18 @@ def train_command(args: argparse.Namespace) -> int:
         raise ValueError("--output-dir is required with --train-file (the trained model is saved there)")
     if args.task is not None:  # known before any data is read
         _check_temperature(args, args.head or TASKS[args.task].kind)
-    fit = _fit_kwargs(args)
+    recipe = _training_recipe(args)
     head_config = {
         key: getattr(args, key) for key in ("temperature", "min_score", "max_score") if getattr(args, key) is not None
     }
-    train, others, columns = _training_splits(args)
-    prepared = prepare_splits(train, others, columns=columns, head_kind=args.head, head_config=head_config)
+    train, evaluation, validation, columns = _training_splits(args)
+    prepared = prepare_splits(
+        train, evaluation, validation, columns=columns, head_kind=args.head, head_config=head_config
+    )
     _check_temperature(args, args.head or prepared.spec.kind)
     print(f"glot-st train: task: {prepared.describe()}", file=sys.stderr)
     model = build_model(args)
-    if prepared.others["validation"] is not None:
-        fit["validation_split"] = prepared.others["validation"]
-    result = train_cached(
-        model, prepared.train, prepared.others["eval"], task=prepared.spec, head_kind=args.head,
-        head_config=prepared.head_config or None, **fit,
-    )
+    result = run_plan(model, plan_training(model, prepared, recipe, head_kind=args.head))
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 
@@ -445,7 +443,7 @@ def _model_folder(path: str) -> str:
 
 
 # ----------------------------------------------------------------------------------- evaluation runners
-# (glot_st.bench.runners; a flag left at None takes the runner's own default, shown in the help)
+# (glot_st.bench.stress_runner, glue_runner; a flag left at None takes the runner's own default, shown in the help)
 
 
 def _runner_default(runner: Callable, name: str) -> Any:
@@ -457,13 +455,13 @@ def _runner_default(runner: Callable, name: str) -> Any:
 
 
 def _budget_default(name: str) -> Any:
-    from glot_st.bench.runners import Budget
+    from glot_st.bench.experiment import Budget
 
     return getattr(Budget(), name)
 
 
 def _runner_arguments() -> tuple[Argument, ...]:
-    from glot_st.bench.runners import run_glue
+    from glot_st.bench.glue_runner import run_glue
 
     return (
         arg("--methods", default=None,
@@ -501,7 +499,7 @@ def _csv(text: str | None, cast: Callable[[str], Any]) -> list[Any] | None:
 
 def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments shared by both runners, only for the flags given on the command line."""
-    from glot_st.bench.runners import Budget
+    from glot_st.bench.experiment import Budget
 
     budget_fields = {
         name: getattr(args, name) for name in ("epochs", "patience", "validation_fraction", "lr", "batch_size", "weight_decay")
@@ -535,7 +533,7 @@ def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
 
 
 def _stress_arguments() -> tuple[Argument, ...]:
-    from glot_st.bench.runners import DEFAULT_STRESS_DIR, run_stress
+    from glot_st.bench.stress_runner import DEFAULT_STRESS_DIR, run_stress
 
     return (
         arg("--rhos", default=None,
@@ -553,7 +551,7 @@ def _stress_arguments() -> tuple[Argument, ...]:
 
 
 def _glue_arguments() -> tuple[Argument, ...]:
-    from glot_st.bench.runners import DEFAULT_GLUE_DIR, run_glue
+    from glot_st.bench.glue_runner import DEFAULT_GLUE_DIR, run_glue
 
     return (
         arg("--tasks", default=None,
@@ -575,7 +573,7 @@ def _glue_arguments() -> tuple[Argument, ...]:
     arguments=_stress_arguments,
 )
 def stress_command(args: argparse.Namespace) -> int:
-    from glot_st.bench.runners import DEFAULT_STRESS_DIR, run_stress, stress_markdown
+    from glot_st.bench.stress_runner import DEFAULT_STRESS_DIR, run_stress, stress_markdown
 
     kwargs = _runner_kwargs(args)
     if args.rhos is not None:
@@ -595,7 +593,7 @@ def stress_command(args: argparse.Namespace) -> int:
     arguments=_glue_arguments,
 )
 def glue_command(args: argparse.Namespace) -> int:
-    from glot_st.bench.runners import DEFAULT_GLUE_DIR, glue_markdown, run_glue
+    from glot_st.bench.glue_runner import DEFAULT_GLUE_DIR, glue_markdown, run_glue
 
     kwargs = _runner_kwargs(args)
     if args.tasks is not None:
@@ -630,6 +628,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def library_progress_bars_off() -> Iterator[None]:
+    """Turn off the progress bars transformers, huggingface_hub and datasets draw themselves (loading weights,
+    writing shards, reading files) while the block runs, for ``--quiet``; each is put back as it was after.
+    glot-st's own bars follow ``show_progress_bar``."""
+    import huggingface_hub.utils as hub
+    import transformers.utils.logging as transformers_logging
+
+    try:
+        import datasets
+    except ImportError:  # the train extra is not installed: none of its bars can show
+        datasets = None
+    was_on = (
+        transformers_logging.is_progress_bar_enabled(),
+        not hub.are_progress_bars_disabled(),
+        datasets is not None and datasets.is_progress_bar_enabled(),
+    )
+    transformers_logging.disable_progress_bar()
+    hub.disable_progress_bars()
+    if datasets is not None:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on[0]:
+            transformers_logging.enable_progress_bar()
+        if was_on[1]:
+            hub.enable_progress_bars()
+        if was_on[2]:
+            datasets.enable_progress_bars()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``glot-st`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
@@ -641,8 +671,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    quiet = library_progress_bars_off() if getattr(args, "quiet", False) else contextlib.nullcontext()
     try:
-        return int(args._run(args) or 0)
+        with quiet:
+            return int(args._run(args) or 0)
     except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
         message = " | ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
         print(f"glot-st {args.command}: error: {message}", file=sys.stderr)

@@ -13,7 +13,7 @@ Similarity is computed in blocks of at most ``block_elements`` entries, so a lon
 never holds its whole ``L x L`` matrix; the sparse edge list comes out sorted by destination (then source),
 ready to be used as CSR rows without another sort. The dense layout is built from one ``(B, L, L)``
 similarity of the whole batch with the same comparisons (same products, same threshold, same top-k), with
-no edge list and no host sync; ``tests/test_graph_properties.py`` checks that both layouts hold the same
+no edge list and no host sync; ``tests/core/test_graph_properties.py`` checks that both layouts hold the same
 graph.
 """
 

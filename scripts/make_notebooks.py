@@ -5,7 +5,7 @@
     python scripts/make_notebooks.py --out DIR  # somewhere else
 
 The notebooks are generated from the cell sources below so they stay reviewable as plain Python; the tests
-(``tests/test_notebooks.py``) execute every notebook and check that the committed files match this script.
+(``tests/environment/test_notebooks.py``) execute every notebook and check that the committed files match this script.
 """
 
 from __future__ import annotations
@@ -138,9 +138,14 @@ TRAIN = [
     ),
     new_code_cell(SETUP),
     new_code_cell(
+        "# the sizes of this run (tests/environment/test_notebooks.py runs the notebook with smaller ones)\n"
+        "TRAIN_ROWS, DEV_ROWS, EPOCHS, OWN_ROWS = 1000, 400, 5, 400",
+        metadata={"tags": ["parameters"]},
+    ),
+    new_code_cell(
         "from glot_st.train.data import load_split\n\n"
-        'train = load_split("sst2", "train", limit=1000)\n'
-        'dev = load_split("sst2", "dev", limit=400)\n'
+        'train = load_split("sst2", "train", limit=TRAIN_ROWS)\n'
+        'dev = load_split("sst2", "dev", limit=DEV_ROWS)\n'
         'print(len(train), "train /", len(dev), "dev sentences; positive share in dev:", sum(dev.labels) / len(dev))\n'
         "for text, label in list(zip(train.texts_a, train.labels))[:3]:\n"
         '    print(label, "|", text)'
@@ -150,7 +155,7 @@ TRAIN = [
         "from glot_st.train.loop import train_cached\n\n"
         "model = glot_st.from_backbone(minilm_path(), max_seq_length=64)  # GLOT with the library defaults\n"
         'cache_dir, output_dir = workdir / "cache", workdir / "glot-sst2"\n'
-        "budget = dict(epochs=5, batch_size=32, lr=1e-3, seed=0)\n"
+        "budget = dict(epochs=EPOCHS, batch_size=32, lr=1e-3, seed=0)\n"
         "result = train_cached(\n"
         "    model, train, dev, cache_dir=cache_dir, output_dir=output_dir, show_progress_bar=False, **budget\n"
         ")\n"
@@ -216,8 +221,8 @@ TRAIN = [
         "import pandas as pd\n\n"
         "from glot_st.train import predict, train_cached\n\n"
         "frame = pd.DataFrame({\n"
-        '    "review": train.texts_a[:400],\n'
-        '    "sentiment": ["positive" if label else "negative" for label in train.labels[:400]],\n'
+        '    "review": train.texts_a[:OWN_ROWS],\n'
+        '    "sentiment": ["positive" if label else "negative" for label in train.labels[:OWN_ROWS]],\n'
         "})\n"
         "own = glot_st.from_backbone(minilm_path(), max_seq_length=64)\n"
         'own_dir = workdir / "glot-own-data"\n'
@@ -243,6 +248,11 @@ STRESS = [
     ),
     new_code_cell(SETUP),
     new_code_cell(
+        "# the sizes of this run (tests/environment/test_notebooks.py runs the notebook with smaller ones)\n"
+        "RHOS, N_TRAIN, N_EVAL, EPOCHS = (0.2, 0.5, 0.8), 240, 120, 6",
+        metadata={"tags": ["parameters"]},
+    ),
+    new_code_cell(
         "from glot_st.bench.stress import make_stress_task\n\n"
         "train, evaluation = make_stress_task(0.8, n_train=4, n_eval=2, seed=0, length=32)\n"
         "for text, label in zip(train.texts_a, train.labels):\n"
@@ -252,12 +262,12 @@ STRESS = [
         "from glot_st.bench.runners import Budget, run_stress, stress_markdown\n\n"
         "results = run_stress(\n"
         '    methods=("mean", "max", "glot"),\n'
-        "    rhos=(0.2, 0.5, 0.8),\n"
+        "    rhos=RHOS,\n"
         "    seeds=(0,),\n"
-        "    n_train=240,\n"
-        "    n_eval=120,\n"
+        "    n_train=N_TRAIN,\n"
+        "    n_eval=N_EVAL,\n"
         "    length=48,\n"
-        "    budget=Budget(epochs=6, lr=1e-3, batch_size=16),\n"
+        "    budget=Budget(epochs=EPOCHS, lr=1e-3, batch_size=16),\n"
         "    max_seq_length=96,\n"
         '    output_dir=workdir / "stress",\n'
         "    log=print,\n"

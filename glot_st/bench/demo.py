@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import glot_st
-from glot_st.bench.runners import METHOD_LABELS, Budget, train_method
+from glot_st.bench.experiment import METHOD_LABELS, Budget, train_method
 from glot_st.bench.stress import STRESS_TASK, make_stress_task
 from glot_st.resources import minilm_path
 from glot_st.train.loop import train_cached
@@ -83,33 +83,40 @@ def main(argv: list[str] | None = None) -> int:
             )
             accuracies[method] = outcome["metric"]
 
-        print(
-            f"\neval accuracy at rho={RHO}, epoch chosen on a {budget.validation_fraction:.0%} validation slice of "
-            f"the training texts (at most {budget.epochs} epochs; same cache, same budget):"
-        )
-        for method, value in sorted(accuracies.items(), key=lambda item: -item[1]):
-            print(f"  {METHOD_LABELS[method]:>8}: {value * 100:5.1f}%")
-        if "mean" in accuracies:
-            gap = (accuracies["glot"] - accuracies["mean"]) * 100
-            print(f"  GLOT - mean pooling: {gap:+.1f} points")
-
+        _print_accuracies(accuracies, budget)
         print(
             f"\nsaved the trained model (epoch {result.best_epoch}, validation accuracy "
             f"{result.validation_metric * 100:.1f}%, eval accuracy {result.eval_metric * 100:.1f}%) to {save_dir}"
         )
-        reloaded = glot_st.load(str(save_dir), device="cpu")
-        texts = list(SENTENCES) + evaluation.texts_a[:4]
-        trained_emb = model.encode(texts, convert_to_tensor=True)
-        reloaded_emb = reloaded.encode(texts, convert_to_tensor=True)
-        similarity = reloaded.similarity(reloaded_emb[:1], reloaded_emb[1:2]).item()
-        print(f"reloaded with glot_st.load; cosine similarity of {SENTENCES[0]!r} and {SENTENCES[1]!r}: {similarity:.4f}")
-        same = torch.equal(trained_emb, reloaded_emb)
-        print(
-            f"reloaded model's embeddings equal the trained model's ({len(texts)} texts, "
-            f"{tuple(reloaded_emb.shape)}): {same}"
-        )
+        same = _reload_and_compare(model, save_dir, list(SENTENCES) + evaluation.texts_a[:4])
     print(f"\ntotal time: {time.perf_counter() - started:.0f}s")
     return 0 if same else 1
+
+
+def _print_accuracies(accuracies: dict[str, float], budget: Budget) -> None:
+    """The eval accuracy of every method, best first, and GLOT's gap to mean pooling."""
+    print(
+        f"\neval accuracy at rho={RHO}, epoch chosen on a {budget.validation_fraction:.0%} validation slice of "
+        f"the training texts (at most {budget.epochs} epochs; same cache, same budget):"
+    )
+    for method, value in sorted(accuracies.items(), key=lambda item: -item[1]):
+        print(f"  {METHOD_LABELS[method]:>8}: {value * 100:5.1f}%")
+    if "mean" in accuracies:
+        gap = (accuracies["glot"] - accuracies["mean"]) * 100
+        print(f"  GLOT - mean pooling: {gap:+.1f} points")
+
+
+def _reload_and_compare(model: torch.nn.Module, save_dir: Path, texts: list[str]) -> bool:
+    """Reload the saved model with ``glot_st.load``; print a similarity and whether its embeddings of ``texts``
+    equal the trained model's (returned)."""
+    reloaded = glot_st.load(str(save_dir), device="cpu")
+    trained_emb = model.encode(texts, convert_to_tensor=True)
+    reloaded_emb = reloaded.encode(texts, convert_to_tensor=True)
+    similarity = reloaded.similarity(reloaded_emb[:1], reloaded_emb[1:2]).item()
+    print(f"reloaded with glot_st.load; cosine similarity of {SENTENCES[0]!r} and {SENTENCES[1]!r}: {similarity:.4f}")
+    same = torch.equal(trained_emb, reloaded_emb)
+    print(f"reloaded model's embeddings equal the trained model's ({len(texts)} texts, {tuple(reloaded_emb.shape)}): {same}")
+    return same
 
 
 if __name__ == "__main__":

@@ -21,6 +21,29 @@ __all__ = ["TASK_NAME", "evaluate_mteb", "make_stsb_task"]
 TASK_NAME = "GlotLocalSTSB"
 
 
+# the mteb metadata of the task (read by TaskMetadata when the class is first defined)
+_METADATA = {
+    "name": TASK_NAME,
+    "description": "STS Benchmark test split (Cer et al. 2017) loaded offline from a local copy (glot-st's data/ folder).",
+    "reference": "https://aclanthology.org/S17-2001/",
+    "dataset": {"path": "data/stsb", "revision": "local"},
+    "type": "STS",
+    "category": "t2t",
+    "modalities": ["text"],
+    "eval_splits": ["test"],
+    "eval_langs": ["eng-Latn"],
+    "main_score": "cosine_spearman",
+    "date": ("2012-01-01", "2017-12-31"),
+    "domains": ["News", "Written"],
+    "task_subtypes": [],
+    "license": "cc-by-sa-4.0",
+    "annotations_creators": "human-annotated",
+    "dialect": [],
+    "sample_creation": "found",
+    "bibtex_citation": "",
+}
+
+
 @functools.lru_cache(maxsize=1)
 def _task_class() -> type:
     """Define the task class on first use (so importing this module does not import mteb)."""
@@ -41,26 +64,7 @@ def _task_class() -> type:
             limit: keep only the first ``limit`` pairs of the test split (``None``: all 1379).
         """
 
-        metadata = TaskMetadata(
-            name=TASK_NAME,
-            description="STS Benchmark test split (Cer et al. 2017) loaded offline from a local copy (glot-st's data/ folder).",
-            reference="https://aclanthology.org/S17-2001/",
-            dataset={"path": "data/stsb", "revision": "local"},
-            type="STS",
-            category="t2t",
-            modalities=["text"],
-            eval_splits=["test"],
-            eval_langs=["eng-Latn"],
-            main_score="cosine_spearman",
-            date=("2012-01-01", "2017-12-31"),
-            domains=["News", "Written"],
-            task_subtypes=[],
-            license="cc-by-sa-4.0",
-            annotations_creators="human-annotated",
-            dialect=[],
-            sample_creation="found",
-            bibtex_citation="",
-        )
+        metadata = TaskMetadata(**_METADATA)
         min_score = 0
         max_score = 5
 

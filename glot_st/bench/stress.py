@@ -45,7 +45,7 @@ import numbers
 
 import numpy as np
 
-from glot_st.train.data import TaskSpec, TextSplit
+from glot_st.train.splits import TaskSpec, TextSplit
 
 __all__ = [
     "CONTEXTS",

@@ -16,7 +16,7 @@ torch-sparse's spmm and the native segment softmax 1.3x faster (two runs); a who
 sparse layout is 1.04-1.31x faster with native, forward + backward 1.01-1.27x (the dense layers dominate
 both). The native spmm has its own backward (:class:`native._CSRMatmul`), linear in the
 number of edges. ``torch_scatter`` is the optional extra ``glot-st[scatter]``, imported lazily; both sets agree
-to float64 rounding, forward and backward (``tests/test_backends.py``).
+to float64 rounding, forward and backward (``tests/core/test_backends.py``).
 """
 
 from __future__ import annotations

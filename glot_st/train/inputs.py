@@ -27,7 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from glot_st.train.data import TASKS, TaskSpec, TextSplit, is_bool
+from glot_st.train.data import TASKS
+from glot_st.train.splits import TaskSpec, TextSplit, is_bool
 
 __all__ = [
     "KIND_METRICS",
@@ -377,20 +378,22 @@ def task_from_head(head: Any) -> InferredTask:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreparedSplits:
-    """Splits ready for the training loop.
+    """The splits of one run, converted and with the task settled.
 
     Attributes:
         train: the training split (labels as the head's targets).
-        others: the other splits by role (``"eval"``, ``"validation"``, ...), ``None`` where not given.
+        validation: the split selecting the epoch (given, or later carved from ``train``), or ``None``.
+        evaluation: the split scored for the history and the report (never selecting), or ``None``.
         spec: the ``TaskSpec``.
         head_config: the head arguments, the learned label map or score range included.
         inferred: the inferred task, or ``None`` for a bundled task / an explicit ``TaskSpec``.
     """
 
     train: TextSplit
-    others: dict[str, TextSplit | None]
+    validation: TextSplit | None
+    evaluation: TextSplit | None
     spec: TaskSpec
     head_config: dict[str, Any] = field(default_factory=dict)
     inferred: InferredTask | None = None
@@ -403,17 +406,24 @@ class PreparedSplits:
         classes = f", {spec.num_labels} classes" if spec.kind in ("single", "pair") else ""
         return f"task {spec.name}: {spec.kind}{classes}, metric {spec.metric}"
 
+    def check_same_task(self) -> None:
+        """Raise ``ValueError`` when the validation or eval split names another task than the training split."""
+        for role, other in (("eval", self.evaluation), ("validation", self.validation)):
+            if other is not None and other.task != self.train.task:
+                raise ValueError(f"train split is task {self.train.task!r} but {role} split is task {other.task!r}")
+
 
 def prepare_splits(
     train: Any,
-    others: Mapping[str, Any] | None = None,
+    eval_split: Any = None,
+    validation_split: Any = None,
     *,
     columns: Columns | Mapping[str, Any] | None = None,
     task: TaskSpec | None = None,
     head_kind: str | None = None,
     head_config: Mapping[str, Any] | None = None,
 ) -> PreparedSplits:
-    """Convert the training split and the other splits, and settle the task.
+    """Convert the training, eval and validation splits, and settle the task.
 
     A bundled task's ``TextSplit`` (its ``task`` in ``TASKS``) or an explicit ``task`` keeps that
     ``TaskSpec`` and the labels as they are; anything else has its task inferred from the training split
@@ -421,23 +431,29 @@ def prepare_splits(
 
     Args:
         train: the training data in any form :func:`as_text_split` accepts.
-        others: role -> data (or ``None``), converted the same way (e.g. ``{"eval": ..., "validation": ...}``).
+        eval_split: the eval data in the same form, or ``None``.
+        validation_split: the validation data in the same form, or ``None``.
         columns: column names of table forms.
         task: an explicit ``TaskSpec`` (no inference).
         head_kind: the head kind asked for (inference respects it).
         head_config: head arguments given by the caller; they win over the learned ones.
+
+    Raises:
+        ValueError: a split of another task than the training split, or what :func:`as_text_split` and
+            :func:`infer_task` raise.
     """
     train = as_text_split(train, columns, split="train")
-    converted = {
-        role: None if data is None else as_text_split(data, columns, name=train.task, split=role)
-        for role, data in (others or {}).items()
-    }
+    convert = lambda data, role: None if data is None else as_text_split(data, columns, name=train.task, split=role)  # noqa: E731
+    evaluation, validation = convert(eval_split, "eval"), convert(validation_split, "validation")
     config = dict(head_config or {})
     if task is not None or train.task in TASKS:
-        spec = task if task is not None else TASKS[train.task]
-        return PreparedSplits(train, converted, spec, config)
-    inferred = infer_task(train, head_kind=head_kind, head_config=config)
-    prepared = {role: None if s is None else inferred.encode_labels(s) for role, s in converted.items()}
-    return PreparedSplits(
-        inferred.encode_labels(train), prepared, inferred.task_spec(), {**inferred.head_config(), **config}, inferred
-    )
+        prepared = PreparedSplits(train, validation, evaluation, task if task is not None else TASKS[train.task], config)
+    else:
+        inferred = infer_task(train, head_kind=head_kind, head_config=config)
+        encode = lambda split: None if split is None else inferred.encode_labels(split)  # noqa: E731
+        evaluation, validation = encode(evaluation), encode(validation)  # eval first: its errors come first
+        prepared = PreparedSplits(
+            encode(train), validation, evaluation, inferred.task_spec(), {**inferred.head_config(), **config}, inferred
+        )
+    prepared.check_same_task()
+    return prepared

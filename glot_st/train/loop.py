@@ -13,7 +13,7 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +33,22 @@ from glot_st.train.cache import (
     key_fingerprint,
     validate_texts,
 )
-from glot_st.train.data import VALIDATION_FRACTION, validation_slice
 from glot_st.train.guards import check_training_arguments, ensure_finite
 from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, make_head
-from glot_st.train.inputs import prepare_splits
+from glot_st.train.inputs import PreparedSplits, prepare_splits
 from glot_st.train.metrics import compute_metric
+from glot_st.train.splits import VALIDATION_FRACTION, validation_slice
 
 __all__ = [
     "HEAD_SUBFOLDER",
     "TrainResult",
+    "TrainingPlan",
+    "TrainingRecipe",
     "build_split_cache",
     "recipe_defaults",
     "default_pooler",
+    "plan_training",
+    "run_plan",
     "seed_everything",
     "split_texts",
     "train_cached",
@@ -320,6 +324,360 @@ def _snapshot(*modules: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
 
 
+# ------------------------------------------------------------------------------------------ the run's plan
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """How a run trains: every setting of :func:`train_cached` besides the data, the task, the pooler and the
+    head (the defaults are ``train_cached``'s, see :meth:`of`).
+
+    Attributes:
+        epochs, patience, batch_size, eval_batch_size, lr, weight_decay, seed, validation_fraction,
+        cache_dir, cache_dtype, cache_batch_size, bucket_size, output_dir, overwrite, device,
+        show_progress_bar: as the arguments of :func:`train_cached` of the same name.
+    """
+
+    epochs: int
+    patience: int | None
+    batch_size: int
+    eval_batch_size: int | None
+    lr: float
+    weight_decay: float
+    seed: int
+    validation_fraction: float
+    cache_dir: str | os.PathLike | None
+    cache_dtype: str
+    cache_batch_size: int
+    bucket_size: int | None
+    output_dir: str | os.PathLike | None
+    overwrite: bool
+    device: str | torch.device | None
+    show_progress_bar: bool
+
+    @classmethod
+    def of(cls, **settings: Any) -> TrainingRecipe:
+        """A checked recipe: ``train_cached``'s defaults with ``settings`` (any of the attributes) over them.
+
+        Raises:
+            TypeError: a setting that is not an attribute.
+            ValueError: a bad value, naming it (:func:`~glot_st.train.guards.check_training_arguments`; the
+                output folder included), before any work.
+        """
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise TypeError(f"unknown training settings {unknown}; expected some of {names}")
+        defaults = recipe_defaults()
+        recipe = cls(**{name: settings.get(name, defaults[name]) for name in names})
+        checked = inspect.signature(check_training_arguments).parameters
+        check_training_arguments(**{name: getattr(recipe, name) for name in names if name in checked})
+        return recipe
+
+    @property
+    def score_batch_size(self) -> int:
+        """Examples per scoring batch: ``eval_batch_size``, else ``2 * batch_size``."""
+        return self.eval_batch_size or 2 * self.batch_size
+
+    @property
+    def bucket(self) -> int | None:
+        """Examples per length-sorting bucket of the training batches (``None``: no sorting)."""
+        return 16 * self.batch_size if self.bucket_size is None else (self.bucket_size or None)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What the phases of a run share, settled before any cache is built (see :func:`plan_training`).
+
+    Attributes:
+        splits: the run's splits and task; ``splits.validation`` is the given or the carved validation split
+            and ``splits.train`` holds the rows left to train on.
+        recipe: the settings.
+        pooler: the pooler that trains (``pool(token_states (B, L, d), attention_mask (B, L)) -> (B, D)``).
+        head: the task head (built with the recipe's seed unless given).
+        device: where pooler and head train.
+    """
+
+    splits: PreparedSplits
+    recipe: TrainingRecipe
+    pooler: torch.nn.Module
+    head: TaskHead
+    device: torch.device
+
+
+def plan_training(
+    model: torch.nn.Module,
+    prepared: PreparedSplits,
+    recipe: TrainingRecipe,
+    *,
+    pooler: torch.nn.Module | None = None,
+    head: TaskHead | None = None,
+    head_kind: str | None = None,
+) -> TrainingPlan:
+    """Plan a run: check the model, carve the validation slice, pick the pooler and build the head.
+
+    Seeds torch / numpy / random with ``recipe.seed`` before the head is built (so a plan followed by
+    :func:`run_plan` trains exactly as :func:`train_cached` does).
+
+    Args:
+        model: ``SentenceTransformer`` whose first module is the frozen ``Transformer``.
+        prepared: the splits and task from :func:`glot_st.train.inputs.prepare_splits`.
+        recipe: the checked settings (:meth:`TrainingRecipe.of`).
+        pooler: the pooler to train; default: the model's GLOT module.
+        head: a ready head; default: built from ``head_kind`` and ``prepared.head_config``.
+        head_kind: ``"single"``, ``"pair"``, ``"regression"`` or ``"contrastive"``; default the task kind.
+
+    Raises:
+        ValueError: a model whose ``max_seq_length`` the backbone cannot take, splits of different tasks, an
+            unknown head kind, a contrastive head on a task not scored by correlation, an ``output_dir`` with a
+            pooler outside the model.
+    """
+    check_training_arguments(model)
+    prepared.check_same_task()
+    if prepared.validation is None and recipe.validation_fraction > 0:
+        rest, carved = validation_slice(prepared.train, recipe.validation_fraction)
+        prepared = replace(prepared, train=rest, validation=carved)
+    pooler = default_pooler(model) if pooler is None else pooler
+    if recipe.output_dir is not None and not any(m is pooler for m in model.modules()):
+        raise ValueError("output_dir needs the pooler to be a module of the model (it is saved as part of it)")
+    device = torch.device(recipe.device) if recipe.device is not None else model.device
+    seed_everything(recipe.seed)
+    spec = prepared.spec
+    if head is None:
+        kind = head_kind or spec.kind
+        if kind not in HEAD_KINDS:
+            raise ValueError(f"unknown head kind {kind!r}; expected one of {sorted(HEAD_KINDS)}")
+        config = dict(prepared.head_config)
+        if kind in ("single", "pair"):
+            config.setdefault("num_labels", spec.num_labels)
+        head = make_head(kind, pooler.get_sentence_embedding_dimension(), **config)
+    if head.kind == "contrastive" and prepared.evaluation is not None and spec.metric not in ("spearman", "pearson"):
+        raise ValueError(
+            f"the contrastive head predicts cosine scores; task {spec.name!r} is scored by {spec.metric!r}. "
+            "Use a classification head, or eval_split=None"
+        )
+    return TrainingPlan(prepared, recipe, pooler, head, device)
+
+
+# ------------------------------------------------------------------------------------------ the run's phases
+
+
+@dataclass
+class _CachedSplits:
+    """The run's splits mapped onto their caches (``None`` where the plan has no such split)."""
+
+    train: _CachedSplit
+    validation: _CachedSplit | None
+    evaluation: _CachedSplit | None
+    seconds: float  # wall time of building / opening the caches
+
+
+def _cache_splits(model: torch.nn.Module, plan: TrainingPlan, cache_root: Path) -> _CachedSplits:
+    """Phase 2: cache every split of the plan (the backbone's weights digest computed once for all)."""
+    started = time.perf_counter()
+    recipe, splits = plan.recipe, plan.splits
+    caching = (cache_root, recipe.cache_dtype, recipe.cache_batch_size, recipe.show_progress_bar, backbone_identity(model))
+    cache = lambda split, role: None if split is None else _cache_split(model, split, plan.head, role, *caching)  # noqa: E731
+    train = cache(splits.train, "train")
+    validation = cache(splits.validation, "validation")
+    evaluation = cache(splits.evaluation, "eval")
+    return _CachedSplits(train, validation, evaluation, time.perf_counter() - started)
+
+
+def _selection_metric(plan: TrainingPlan, validation: _CachedSplit | None) -> str | None:
+    """What the validation split is scored by: the task metric where it applies, else ``"loss"``."""
+    if validation is None:
+        return None
+    spec = plan.splits.spec
+    scorable = validation.gold is not None and (plan.head.kind != "contrastive" or spec.metric in ("spearman", "pearson"))
+    return spec.metric if scorable else "loss"
+
+
+def _trainable_parameters(plan: TrainingPlan) -> list[torch.nn.Parameter]:
+    return [p for m in (plan.pooler, plan.head) for p in m.parameters() if p.requires_grad]
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer | None, loss: torch.Tensor) -> None:
+    """One optimisation step on ``loss`` (nothing to do without trainable parameters)."""
+    if optimizer is None:
+        return
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _train_epoch(
+    plan: TrainingPlan,
+    data: _CachedSplit,
+    sampler: LengthBucketBatchSampler,
+    optimizer: torch.optim.Optimizer | None,
+    epoch: int,
+) -> tuple[float, float]:
+    """One pass over the training rows: ``(mean loss, seconds)``."""
+    pooler, head, recipe = plan.pooler, plan.head, plan.recipe
+    sampler.set_epoch(epoch)
+    pooler.train()
+    head.train()
+    total, count = 0.0, 0
+    t0 = time.perf_counter()
+    bar = tqdm(list(sampler), desc=f"epoch {epoch}/{recipe.epochs}", disable=not recipe.show_progress_bar)
+    for step, batch in enumerate(bar):
+        rows = np.asarray(batch, dtype=np.int64)
+        z_a, z_b = _pool_batch(pooler, data, rows, plan.device)
+        targets = None if data.labels is None else data.labels[rows]
+        loss = head.loss(z_a, z_b, targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at epoch {epoch}, batch {step} (rows {rows[:8].tolist()}...)"
+            )
+        _optimizer_step(optimizer, loss)
+        total += loss.item() * len(rows)
+        count += len(rows)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / count, time.perf_counter() - t0
+
+
+def _score_epoch(plan: TrainingPlan, data: _CachedSplits, selection_metric: str | None) -> tuple[Any, Any, float]:
+    """Score the validation split (by ``selection_metric``) and the eval split (by the task metric):
+    ``(validation value or None, eval value or None, seconds)``."""
+    t1 = time.perf_counter()
+    score = lambda split, metric: None if split is None else _evaluate(  # noqa: E731
+        plan.pooler, plan.head, split, metric, plan.recipe.score_batch_size, plan.device, plan.recipe.show_progress_bar
+    )
+    validation_value = score(data.validation, selection_metric)
+    eval_value = score(data.evaluation, plan.splits.spec.metric)
+    return validation_value, eval_value, time.perf_counter() - t1
+
+
+def _report_epoch(plan: TrainingPlan, record: dict[str, Any], selection_metric: str | None) -> None:
+    if not plan.recipe.show_progress_bar:
+        return
+    validation_value, eval_value = record["validation_metric"], record["eval_metric"]
+    tqdm.write(
+        f"epoch {record['epoch']}: loss {record['loss']:.4f}"
+        + (f", validation {selection_metric} {validation_value:.4f}" if validation_value is not None else "")
+        + (f", eval {plan.splits.spec.metric} {eval_value:.4f}" if eval_value is not None else "")
+        + f", {record['seconds']:.1f}s"
+    )
+
+
+@dataclass
+class _EpochsOutcome:
+    """What the epoch phase hands on: the history and the selected epoch."""
+
+    history: list[dict[str, Any]]
+    best_epoch: int
+    stopped_early: bool
+    selection_metric: str | None
+    trainable_parameters: int
+
+
+def _run_epochs(plan: TrainingPlan, data: _CachedSplits) -> _EpochsOutcome:
+    """Phase 3: train epoch by epoch, score after each, keep the best epoch's weights (restored at the end)
+    and stop once ``patience`` epochs in a row did not improve. The optimiser's step is
+    :func:`_optimizer_step`; the state kept per epoch is :func:`_snapshot` of pooler and head."""
+    recipe = plan.recipe
+    selection_metric = _selection_metric(plan, data.validation)
+    params = _trainable_parameters(plan)
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay) if params else None
+    sampler = LengthBucketBatchSampler(
+        data.train.lengths(), recipe.batch_size, shuffle=True, seed=recipe.seed, bucket_size=recipe.bucket
+    )
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, best_state = -math.inf, 0, None
+    stopped_early = False
+    for epoch in range(1, recipe.epochs + 1):
+        loss, seconds = _train_epoch(plan, data.train, sampler, optimizer, epoch)
+        validation_value, eval_value, eval_seconds = _score_epoch(plan, data, selection_metric)
+        record = {"epoch": epoch, "loss": loss, "validation_metric": validation_value, "eval_metric": eval_value,
+                  "seconds": seconds, "eval_seconds": eval_seconds}
+        history.append(record)
+        score = validation_value if validation_value is not None else -loss
+        if score > best_score:
+            best_score, best_epoch, best_state = score, epoch, _snapshot(plan.pooler, plan.head)
+        _report_epoch(plan, record, selection_metric)
+        if data.validation is not None and recipe.patience is not None and epoch - best_epoch >= recipe.patience:
+            stopped_early = epoch < recipe.epochs
+            break
+    plan.pooler.load_state_dict(best_state[0])
+    plan.head.load_state_dict(best_state[1])
+    return _EpochsOutcome(history, best_epoch, stopped_early, selection_metric, sum(p.numel() for p in params))
+
+
+def _result(plan: TrainingPlan, outcome: _EpochsOutcome, cache_seconds: float) -> TrainResult:
+    splits, output_dir = plan.splits, plan.recipe.output_dir
+    best = outcome.history[outcome.best_epoch - 1]
+    return TrainResult(
+        history=outcome.history,
+        metric_name=splits.spec.metric if splits.evaluation is not None or splits.validation is not None else None,
+        selection_metric=outcome.selection_metric,
+        best_epoch=outcome.best_epoch,
+        validation_metric=best["validation_metric"],
+        eval_metric=best["eval_metric"],
+        validation_rows=0 if splits.validation is None else len(splits.validation),
+        stopped_early=outcome.stopped_early,
+        cache_seconds=cache_seconds,
+        trainable_parameters=outcome.trainable_parameters,
+        head=plan.head,
+        output_dir=None if output_dir is None else str(output_dir),
+        task=splits.describe(),
+    )
+
+
+def _save(model: torch.nn.Module, plan: TrainingPlan, result: TrainResult) -> None:
+    """Phase 4: the model (training recorded on its card), the head and ``glot_training.json``."""
+    recipe = plan.recipe
+    output_dir = Path(recipe.output_dir)
+    _record_training_on_card(
+        model, plan.splits, result, plan.head, epochs_run=len(result.history), max_epochs=recipe.epochs,
+        patience=recipe.patience, lr=recipe.lr, weight_decay=recipe.weight_decay,
+    )
+    save_model(model, output_dir)
+    plan.head.save(output_dir / HEAD_SUBFOLDER)
+    (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+
+
+def run_plan(model: torch.nn.Module, plan: TrainingPlan) -> TrainResult:
+    """Run a planned training: cache the splits, run the epochs, save (when the recipe names an output folder).
+
+    Args:
+        model: the ``SentenceTransformer`` the plan was made for.
+        plan: from :func:`plan_training`.
+
+    Returns:
+        :class:`TrainResult`; the pooler and the head hold the best epoch's weights.
+
+    Raises:
+        FloatingPointError: a non-finite loss or non-finite weights after training. On this or any other
+            error the pooler and the head get back the weights they had before the run.
+    """
+    pooler, head, recipe = plan.pooler, plan.head, plan.recipe
+    pooler_home = module_device(pooler)
+    before = _snapshot(pooler, head)  # put back on any error: a failed run leaves the model as it was
+    head.to(plan.device)
+    tmp = tempfile.TemporaryDirectory(prefix="glot_cache_") if recipe.cache_dir is None else None
+    try:
+        pooler.to(plan.device)
+        data = _cache_splits(model, plan, Path(tmp.name if tmp is not None else recipe.cache_dir))
+        outcome = _run_epochs(plan, data)
+        ensure_finite(pooler, head)
+    except BaseException:
+        for module, state in zip((pooler, head), before):
+            module.load_state_dict(state)
+        raise
+    finally:
+        if pooler_home is not None:
+            pooler.to(pooler_home)
+        if tmp is not None:
+            tmp.cleanup()
+    pooler.eval()
+    head.eval()
+    result = _result(plan, outcome, data.seconds)
+    if recipe.output_dir is not None:
+        _save(model, plan, result)
+    return result
+
+
 def train_cached(
     model: torch.nn.Module,
     train_split: Any,
@@ -415,188 +773,31 @@ def train_cached(
             On this or any other error the pooler and a given head get back the weights they had before the
             run.
     """
-    check_training_arguments(
-        model, epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr,
-        weight_decay=weight_decay, cache_batch_size=cache_batch_size, bucket_size=bucket_size,
-        output_dir=output_dir, overwrite=overwrite, patience=patience, validation_fraction=validation_fraction,
+    recipe = TrainingRecipe.of(
+        epochs=epochs, patience=patience, batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr,
+        weight_decay=weight_decay, seed=seed, validation_fraction=validation_fraction, cache_dir=cache_dir,
+        cache_dtype=cache_dtype, cache_batch_size=cache_batch_size, bucket_size=bucket_size, output_dir=output_dir,
+        overwrite=overwrite, device=device, show_progress_bar=show_progress_bar,
     )
     prepared = prepare_splits(
-        train_split, {"eval": eval_split, "validation": validation_split}, columns=columns, task=task,
-        head_kind=head_kind, head_config=head_config,
+        train_split, eval_split, validation_split, columns=columns, task=task, head_kind=head_kind,
+        head_config=head_config,
     )
-    train_split, spec, head_config = prepared.train, prepared.spec, prepared.head_config
-    eval_split, validation_split = prepared.others["eval"], prepared.others["validation"]
-    for role, other in (("eval", eval_split), ("validation", validation_split)):
-        if other is not None and other.task != train_split.task:
-            raise ValueError(f"train split is task {train_split.task!r} but {role} split is task {other.task!r}")
-    if validation_split is None and validation_fraction > 0:
-        train_split, validation_split = validation_slice(train_split, validation_fraction)
-    pooler = default_pooler(model) if pooler is None else pooler
-    if output_dir is not None and not any(m is pooler for m in model.modules()):
-        raise ValueError("output_dir needs the pooler to be a module of the model (it is saved as part of it)")
-    run_device = torch.device(device) if device is not None else model.device
-
-    seed_everything(seed)
-    if head is None:
-        kind = head_kind or spec.kind
-        if kind not in HEAD_KINDS:
-            raise ValueError(f"unknown head kind {kind!r}; expected one of {sorted(HEAD_KINDS)}")
-        config = dict(head_config or {})
-        if kind in ("single", "pair"):
-            config.setdefault("num_labels", spec.num_labels)
-        head = make_head(kind, pooler.get_sentence_embedding_dimension(), **config)
-    if head.kind == "contrastive" and eval_split is not None and spec.metric not in ("spearman", "pearson"):
-        raise ValueError(
-            f"the contrastive head predicts cosine scores; task {spec.name!r} is scored by {spec.metric!r}. "
-            "Use a classification head, or eval_split=None"
-        )
-    pooler_home = module_device(pooler)
-    before = _snapshot(pooler, head)  # put back on any error: a failed run leaves the model as it was
-    head.to(run_device)
-
-    tmp = tempfile.TemporaryDirectory(prefix="glot_cache_") if cache_dir is None else None
-    cache_root = Path(tmp.name if tmp is not None else cache_dir)
-    try:
-        pooler.to(run_device)
-        started = time.perf_counter()
-        # the weights digest is the expensive part of a cache key: once for every split
-        caching = (cache_root, cache_dtype, cache_batch_size, show_progress_bar, backbone_identity(model))
-        train_data = _cache_split(model, train_split, head, "train", *caching)
-        validation_data = None
-        if validation_split is not None:
-            validation_data = _cache_split(model, validation_split, head, "validation", *caching)
-        eval_data = None
-        if eval_split is not None:
-            eval_data = _cache_split(model, eval_split, head, "eval", *caching)
-        cache_seconds = time.perf_counter() - started
-        selection_metric = None  # what the validation split is scored by: the task metric where it applies
-        if validation_data is not None:
-            scorable = validation_data.gold is not None and (
-                head.kind != "contrastive" or spec.metric in ("spearman", "pearson")
-            )
-            selection_metric = spec.metric if scorable else "loss"
-
-        params = [p for m in (pooler, head) for p in m.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if params else None
-        bucket = 16 * batch_size if bucket_size is None else (bucket_size or None)
-        sampler = LengthBucketBatchSampler(
-            train_data.lengths(), batch_size, shuffle=True, seed=seed, bucket_size=bucket
-        )
-        score_batch = eval_batch_size or 2 * batch_size
-
-        history: list[dict[str, Any]] = []
-        best_score, best_epoch, best_state = -math.inf, 0, None
-        stopped_early = False
-        for epoch in range(1, epochs + 1):
-            sampler.set_epoch(epoch)
-            pooler.train()
-            head.train()
-            total, count = 0.0, 0
-            t0 = time.perf_counter()
-            bar = tqdm(list(sampler), desc=f"epoch {epoch}/{epochs}", disable=not show_progress_bar)
-            for step, batch in enumerate(bar):
-                rows = np.asarray(batch, dtype=np.int64)
-                z_a, z_b = _pool_batch(pooler, train_data, rows, run_device)
-                targets = None if train_data.labels is None else train_data.labels[rows]
-                loss = head.loss(z_a, z_b, targets)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss is {loss.item()} at epoch {epoch}, batch {step} (rows {rows[:8].tolist()}...)"
-                    )
-                if optimizer is not None:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                total += loss.item() * len(rows)
-                count += len(rows)
-                bar.set_postfix(loss=f"{total / count:.4f}")
-            seconds = time.perf_counter() - t0
-
-            t1 = time.perf_counter()
-            validation_value = eval_value = None
-            if validation_data is not None:
-                validation_value = _evaluate(
-                    pooler, head, validation_data, selection_metric, score_batch, run_device, show_progress_bar
-                )
-            if eval_data is not None:
-                eval_value = _evaluate(pooler, head, eval_data, spec.metric, score_batch, run_device, show_progress_bar)
-            record = {
-                "epoch": epoch,
-                "loss": total / count,
-                "validation_metric": validation_value,
-                "eval_metric": eval_value,
-                "seconds": seconds,
-                "eval_seconds": time.perf_counter() - t1,
-            }
-            history.append(record)
-            score = validation_value if validation_value is not None else -record["loss"]
-            if score > best_score:
-                best_score, best_epoch, best_state = score, epoch, _snapshot(pooler, head)
-            if show_progress_bar:
-                tqdm.write(
-                    f"epoch {epoch}: loss {record['loss']:.4f}"
-                    + (f", validation {selection_metric} {validation_value:.4f}" if validation_value is not None else "")
-                    + (f", eval {spec.metric} {eval_value:.4f}" if eval_value is not None else "")
-                    + f", {seconds:.1f}s"
-                )
-            if validation_data is not None and patience is not None and epoch - best_epoch >= patience:
-                stopped_early = epoch < epochs
-                break
-        pooler.load_state_dict(best_state[0])
-        head.load_state_dict(best_state[1])
-        ensure_finite(pooler, head)
-    except BaseException:
-        for module, state in zip((pooler, head), before):
-            module.load_state_dict(state)
-        raise
-    finally:
-        if pooler_home is not None:
-            pooler.to(pooler_home)
-        if tmp is not None:
-            tmp.cleanup()
-
-    pooler.eval()
-    head.eval()
-    best = history[best_epoch - 1]
-    result = TrainResult(
-        history=history,
-        metric_name=spec.metric if eval_split is not None or validation_split is not None else None,
-        selection_metric=selection_metric,
-        best_epoch=best_epoch,
-        validation_metric=best["validation_metric"],
-        eval_metric=best["eval_metric"],
-        validation_rows=0 if validation_split is None else len(validation_split),
-        stopped_early=stopped_early,
-        cache_seconds=cache_seconds,
-        trainable_parameters=sum(p.numel() for p in params),
-        head=head,
-        output_dir=None if output_dir is None else str(output_dir),
-        task=prepared.describe(),
-    )
-    if output_dir is not None:
-        output_dir = Path(output_dir)
-        _record_training_on_card(
-            model, spec, validation_split, eval_split, result, head,
-            epochs_run=len(history), max_epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
-        )
-        save_model(model, output_dir)
-        head.save(output_dir / HEAD_SUBFOLDER)
-        (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-    return result
+    plan = plan_training(model, prepared, recipe, pooler=pooler, head=head, head_kind=head_kind)
+    return run_plan(model, plan)
 
 
-def _record_training_on_card(
-    model: Any, spec: Any, validation_split: Any, eval_split: Any, result: TrainResult, head: Any, **settings: Any
-) -> None:
+def _record_training_on_card(model: Any, splits: PreparedSplits, result: TrainResult, head: Any, **settings: Any) -> None:
     """State the task, the validation metric the epoch was chosen by and the training settings in the card."""
+    spec = splits.spec
     details = {"task kind": spec.kind, "head": head.kind, "best_epoch": result.best_epoch, **settings}
     if result.eval_metric is not None:
-        details[f"{spec.metric} on {eval_split.split}"] = round(result.eval_metric, 4)
+        details[f"{spec.metric} on {splits.evaluation.split}"] = round(result.eval_metric, 4)
     set_training_info(
         model,
         task=spec.name,
         metric_name=result.selection_metric,
         metric_value=result.validation_metric,
-        eval_split=None if validation_split is None else validation_split.split,
+        eval_split=None if splits.validation is None else splits.validation.split,
         details=details,
     )

@@ -16,6 +16,8 @@ import glot_st
 
 from tiny_backbones import save_tiny_backbone
 
+pytestmark = pytest.mark.slow  # see setup.cfg: run by `make test`, skipped by -m 'not slow'
+
 SENTENCES = [
     "a man plays the guitar .",
     "the dog runs in the park",

@@ -8,24 +8,25 @@ import re
 import numpy as np
 import pytest
 
+from glot_st.bench.glue_runner import _cap_rows
 from glot_st.bench.runners import (
     METHOD_LABELS,
     Budget,
-    _cap_rows,
     glue_markdown,
-    load_backbone,
     run_glue,
     run_stress,
     stress_markdown,
 )
 from glot_st.train.data import TASKS, load_split
 
+pytestmark = pytest.mark.slow  # see setup.cfg: run by `make test`, skipped by -m 'not slow'
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def backbone():
-    return load_backbone(max_seq_length=256)
+def backbone(minilm_backbone):
+    return minilm_backbone
 
 
 def _table_rows(markdown: str, table: int = 0) -> dict[str, list[str]]:
@@ -42,18 +43,6 @@ def _table_rows(markdown: str, table: int = 0) -> dict[str, list[str]]:
 
 def _mean_of(cell: str) -> float:
     return float(re.match(r"\**(-?[0-9.]+)", cell).group(1))
-
-
-@pytest.fixture(scope="module")
-def stress_run(backbone, tmp_path_factory):
-    out = tmp_path_factory.mktemp("stress")
-    cache = tmp_path_factory.mktemp("stress_cache")
-    results = run_stress(
-        methods=["mean", "glot"], rhos=[0.5], seeds=[0], n_train=64, n_eval=32,
-        budget=Budget(epochs=1, lr=1e-3, batch_size=16), output_dir=out, cache_dir=cache,
-        backbone=backbone, log=lambda message: None,
-    )
-    return results, out, cache
 
 
 def test_stress_writes_table_json_and_png(stress_run):
@@ -171,31 +160,8 @@ def test_glue_tiny_run(backbone, tmp_path):
         assert gap["gap"] == pytest.approx(rival - stored["summary"]["glot"][task]["mean"])
 
 
-def test_cli_stress_subcommand(stress_run, tmp_path, capsys):
-    from glot_st.cli import main
-
-    _, _, cache = stress_run  # same texts: the cached token states are reused
-    status = main([
-        "stress", "--methods", "cls", "--seeds", "0", "--rhos", "0.5", "--n-train", "64", "--n-eval", "32",
-        "--epochs", "1", "--batch-size", "16", "--output-dir", str(tmp_path), "--cache-dir", str(cache), "--no-plot",
-    ])
-    assert status == 0
-    stored = json.loads((tmp_path / "stress.json").read_text())
-    assert stored["protocol"]["methods"] == ["cls"] and stored["protocol"]["budget"]["epochs"] == 1
-    assert not (tmp_path / "stress_accuracy_vs_rho.png").exists()
-    assert "| CLS |" in capsys.readouterr().out
-
-
-def test_cli_rejects_unknown_method(tmp_path, capsys):
-    from glot_st.cli import main
-
-    status = main(["stress", "--methods", "median", "--output-dir", str(tmp_path)])
-    assert status == 2
-    assert "median" in capsys.readouterr().err
-
-
 def test_resume_ignores_the_backbone_path_and_config_keys_added_later(tmp_path):
-    from glot_st.bench.runners import _load_resumable
+    from glot_st.bench.experiment import _load_resumable
 
     protocol = {"experiment": "x", "backbone": {"name": "/old/checkout/model", "weights_digest": "abc"},
                 "glot_config": {"tau": 0.6, "include_prompt": True}}
@@ -212,10 +178,10 @@ def test_resume_ignores_the_backbone_path_and_config_keys_added_later(tmp_path):
 def test_the_committed_results_resume_under_todays_protocol():
     from pathlib import Path
 
-    from glot_st.bench.runners import _comparable
+    from glot_st.bench.experiment import _comparable
     from glot_st.module import GLOT
 
-    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     today = GLOT(in_dim=384).get_config_dict()
     for name in ("stress/stress.json", "glue/glue.json"):
         stored = json.loads((root / name).read_text())["protocol"]

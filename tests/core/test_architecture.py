@@ -15,9 +15,9 @@ import torch
 
 import glot_st
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "glot_st"
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 LEGACY = FIXTURES / "legacy_glot_v0_1"
 
 # Layers, lowest first: a module may import its own layer and the layers below it, never one above.
@@ -124,6 +124,7 @@ def test_the_cycle_finder_finds_cycles():
 KIT = ("glot_st.train", "glot_st.bench", "glot_st.cli")
 
 
+@pytest.mark.slow
 def test_core_import_and_loading_leave_the_training_kit_and_bench_unimported():
     script = f"""
 import sys, json
@@ -176,6 +177,7 @@ def test_adapool_is_a_sentence_transformers_module_that_saves_and_loads(tmp_path
     torch.testing.assert_close(reloaded.encode(texts, convert_to_tensor=True), before, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_code_only_and_builds_without_warnings(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v", "-w", str(tmp_path), str(REPO)],
@@ -192,3 +194,36 @@ def test_the_wheel_holds_code_only_and_builds_without_warnings(tmp_path):
     assert "glot_st/module.py" in package_files and "glot_st/train/cache/store.py" in package_files
     data = [n for n in package_files if not n.endswith(".py") and n != "glot_st/py.typed"]
     assert data == [], data
+
+
+MAX_BODY_LINES = 60
+
+
+def body_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function's body after its docstring (nested functions count towards it)."""
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(
+        body[0].value.value, str
+    ):
+        body = body[1:]
+    return function.end_lineno - body[0].lineno + 1 if body else 0
+
+
+def long_functions(root: Path, limit: int) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and body_lines(node) > limit:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({body_lines(node)} lines)")
+    return found
+
+
+def test_no_function_body_in_the_package_is_over_60_lines():
+    assert long_functions(PACKAGE, MAX_BODY_LINES) == [], "split these functions into named steps"
+
+
+def test_the_length_check_finds_long_functions(tmp_path):
+    statements = "\n".join(f"    x{i} = {i}" for i in range(MAX_BODY_LINES + 1))
+    (tmp_path / "probe.py").write_text(f'def long():\n    """Doc."""\n{statements}\n\n\ndef short():\n    return 1\n')
+    assert [line.split()[1] for line in long_functions(tmp_path, MAX_BODY_LINES)] == ["long"]
+    assert long_functions(tmp_path, MAX_BODY_LINES + 1) == []

@@ -15,6 +15,8 @@ from glot_st.bench.mteb_tasks import TASK_NAME, evaluate_mteb, make_stsb_task  #
 from glot_st.train.data import load_split  # noqa: E402
 from glot_st.train.metrics import pearson, spearman  # noqa: E402
 
+pytestmark = pytest.mark.slow  # see setup.cfg: run by `make test`, skipped by -m 'not slow'
+
 LIMIT = 48
 
 

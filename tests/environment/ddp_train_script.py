@@ -1,11 +1,11 @@
 """Train MiniLM + GLOT for a few steps with sentence-transformers' trainer; save GLOT's state dict.
 
-Run by ``tests/test_distributed.py`` once as a plain process and once under
+Run by ``tests/environment/test_distributed.py`` once as a plain process and once under
 ``torchrun --nproc_per_node 2`` (gloo, CPU) with the per-device batch halved, so both runs take the same
 optimisation steps over the same global batches:
 
-    python tests/ddp_train_script.py --out single.pt --per-device-batch 8
-    torchrun --nproc_per_node 2 tests/ddp_train_script.py --out ddp.pt --per-device-batch 4
+    python tests/environment/ddp_train_script.py --out single.pt --per-device-batch 8
+    torchrun --nproc_per_node 2 tests/environment/ddp_train_script.py --out ddp.pt --per-device-batch 4
 
 Determinism: a fixed seed builds the same initial GLOT in every process, GLOT's dropout is 0, the backbone
 is frozen (eval mode, no dropout) and the loss (``CosineSimilarityLoss``) is a per-pair mean, so averaging

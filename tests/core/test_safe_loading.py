@@ -90,6 +90,7 @@ def test_load_refuses_other_class_paths(saved_model, tmp_path, class_ref):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_with_trust_remote_code_from_the_caller_the_behaviour_is_sentence_transformers(saved_model, tmp_path):
     """The caller's explicit trust_remote_code=True: the folder's own class is loaded as sentence-transformers
     loads it (its code runs; in a subprocess, so transformers' module cache is a temporary folder)."""

@@ -27,6 +27,8 @@ from glot_st.hub import BUNDLED_SOURCES, PACKAGE_DIR, modeling_source
 
 from tiny_backbones import save_tiny_backbone
 
+pytestmark = pytest.mark.slow  # see setup.cfg: run by `make test`, skipped by -m 'not slow'
+
 TEXTS = ["a man plays the guitar .", "the dog runs in the park", "it is sunny outside today", "nice"]
 SHA = "89abcdef0123456789abcdef0123456789abcdef"
 CONFIGS = {

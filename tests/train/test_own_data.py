@@ -4,7 +4,6 @@ and the ``train`` / ``evaluate`` / ``encode`` commands."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -17,22 +16,12 @@ import glot_st.train.loop as loop_mod
 from glot_st.train import Columns, as_text_split, infer_task, load_head, predict, read_table, train_cached
 from glot_st.train.data import TextSplit
 
-from tiny_backbones import save_tiny_backbone
-
-POS = ["a good dog", "a great cat", "nice music today", "good food", "a lovely park", "great weather today",
-       "the nice piano", "good coffee"]
-NEG = ["a bad dog", "terrible food", "bad weather", "a terrible song", "cold rain", "bad coffee", "the bad car",
-       "terrible music"]
-TEXTS = POS + NEG
-STRING_LABELS = ["pos"] * len(POS) + ["neg"] * len(NEG)
-INT_LABELS = [1] * len(POS) + [0] * len(NEG)
-PAIRS_B = list(reversed(TEXTS))
-SCORES = [float(i % 5) + 0.5 for i in range(len(TEXTS))]
+from conftest import INT_LABELS, PAIRS_B, SCORES, STRING_LABELS, TEXTS, frame, write_table
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return save_tiny_backbone(tmp_path_factory.mktemp("own_data") / "bert", "bert", seed=2)
+def backbone(tiny_bert):
+    return tiny_bert
 
 
 def tiny_model(backbone):
@@ -45,25 +34,6 @@ def fit(model, data, eval_data=None, **kwargs):
     kwargs.setdefault("batch_size", 8)
     kwargs.setdefault("cache_dtype", "float32")
     return train_cached(model, data, eval_data, show_progress_bar=False, **kwargs)
-
-
-def frame() -> pd.DataFrame:
-    return pd.DataFrame({"sentence": TEXTS, "label": STRING_LABELS})
-
-
-def write_table(df: pd.DataFrame, path):
-    suffix = path.suffix
-    if suffix == ".csv":
-        df.to_csv(path, index=False)
-    elif suffix == ".tsv":
-        df.to_csv(path, sep="\t", index=False)
-    elif suffix == ".jsonl":
-        df.to_json(path, orient="records", lines=True)
-    elif suffix == ".json":
-        df.to_json(path, orient="records")  # one JSON array of records
-    elif suffix == ".parquet":
-        df.to_parquet(path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------ forms and inference
@@ -270,119 +240,3 @@ def test_non_finite_weights_after_training_raise_and_restore(backbone, monkeypat
     with pytest.raises(FloatingPointError, match="non-finite"):
         fit(model, (TEXTS, STRING_LABELS), batch_size=16)
     assert all(torch.equal(before[k], v) for k, v in model[1].state_dict().items())
-
-
-# ------------------------------------------------------------------------------------------ command line
-
-
-def cli(capsys, *argv):
-    from glot_st.cli import main
-
-    status = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-TINY_GLOT = ("--hidden-dim", "8", "--num-layers", "1", "--quiet", "--batch-size", "8", "--cache-dtype", "float32")
-
-
-def test_cli_train_evaluate_encode_with_string_labels(backbone, tmp_path, capsys):
-    train = write_table(frame(), tmp_path / "train.csv")
-    valid = write_table(frame().iloc[::2], tmp_path / "valid.jsonl")
-    out = tmp_path / "model"
-    status, stdout, stderr = cli(
-        capsys, "train", "--train-file", train, "--validation-file", valid, "--text-column", "sentence",
-        "--label-column", "label", "--output-dir", out, "--model", backbone, "--epochs", "2", *TINY_GLOT,
-    )
-    assert status == 0, stderr
-    assert "task: single-sentence classification, 2 classes (neg, pos), metric accuracy" in stderr
-    result = json.loads(stdout)
-    assert result["metric_name"] == "accuracy" and len(result["history"]) == 2
-    assert result["head_config"]["label_names"] == ["neg", "pos"]
-
-    evaluation = write_table(frame().iloc[1::2].rename(columns={"sentence": "s", "label": "y"}), tmp_path / "e.tsv")
-    predictions = tmp_path / "preds" / "p.csv"
-    status, stdout, stderr = cli(
-        capsys, "evaluate", "--model", out, "--eval-file", evaluation, "--text-column", "s", "--label-column", "y",
-        "--predictions-file", predictions, "--quiet",
-    )
-    assert status == 0, stderr
-    scored = json.loads(stdout)
-    assert scored["metric_name"] == "accuracy" and scored["rows"] == len(TEXTS) // 2
-    predicted = pd.read_csv(predictions)["prediction"].tolist()
-    assert set(predicted) <= {"neg", "pos"}
-    gold = STRING_LABELS[1::2]
-    assert scored["metric"] == pytest.approx(np.mean([p == g for p, g in zip(predicted, gold)]), abs=1e-12)
-
-    texts = tmp_path / "texts.txt"
-    texts.write_text("\n".join(TEXTS[:5]) + "\n")
-    status, stdout, stderr = cli(capsys, "encode", "--model", out, "--input", texts, "--output", tmp_path / "e.npy",
-                                 "--batch-size", "2", "--quiet")
-    assert status == 0, stderr
-    embeddings = np.load(tmp_path / "e.npy")
-    model = glot_st.load(str(out), device="cpu")
-    np.testing.assert_allclose(embeddings, model.encode(TEXTS[:5], convert_to_numpy=True), atol=1e-5)
-    status, stdout, stderr = cli(capsys, "encode", "--model", out, "--input", train, "--text-column", "sentence",
-                                 "--output", tmp_path / "n.npy", "--normalize", "--quiet")
-    assert status == 0, stderr
-    normalized = np.load(tmp_path / "n.npy")
-    assert normalized.shape[0] == len(TEXTS) and np.allclose(np.linalg.norm(normalized, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(normalized[:5], embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True),
-                               atol=1e-5)
-
-
-def test_cli_regression_metric_is_spearman_of_the_predictions(backbone, tmp_path, capsys):
-    from scipy import stats
-
-    df = pd.DataFrame({"a": TEXTS, "b": PAIRS_B, "score": SCORES})
-    train = write_table(df, tmp_path / "train.parquet")
-    out = tmp_path / "model"
-    status, _, stderr = cli(capsys, "train", "--train-file", train, "--text-column", "a", "--text-b-column", "b",
-                            "--label-column", "score", "--output-dir", out, "--model", backbone, *TINY_GLOT)
-    assert status == 0, stderr
-    assert "task: sentence-pair regression, scores in [0.5, 4.5], metric spearman" in stderr
-    predictions = tmp_path / "p.jsonl"
-    status, stdout, stderr = cli(capsys, "evaluate", "--model", out, "--eval-file", train, "--text-column", "a",
-                                 "--text-b-column", "b", "--label-column", "score", "--predictions-file", predictions)
-    assert status == 0, stderr
-    scored = json.loads(stdout)
-    predicted = [json.loads(line)["prediction"] for line in predictions.read_text().splitlines()]
-    assert scored["metric_name"] == "spearman"
-    assert scored["metric"] == pytest.approx(stats.spearmanr(predicted, SCORES).statistic, abs=1e-12)
-
-
-def test_cli_errors_are_one_line_without_traceback(backbone, tmp_path, capsys, monkeypatch):
-    def never(*args, **kw):
-        raise AssertionError("a cache was built")
-
-    monkeypatch.setattr(loop_mod, "_build_unique_cache", never)
-    train = write_table(frame(), tmp_path / "train.csv")
-    (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x.txt").write_text("x")
-    (tmp_path / "data.xlsx").write_text("x")
-    base = ("train", "--train-file", train, "--text-column", "sentence", "--label-column", "label", "--model",
-            backbone)
-    cases = [
-        ((*base, "--output-dir", tmp_path / "o", "--lr", "0"), "lr must be a finite number > 0"),
-        ((*base, "--output-dir", tmp_path / "o", "--epochs", "0"), "epochs must be an int >= 1"),
-        ((*base, "--output-dir", tmp_path / "full"), "is not empty and holds no saved model"),
-        ((*base, "--output-dir", train), "is a file, not a folder"),
-        ((*base,), "--output-dir is required with --train-file"),
-        ((*base, "--output-dir", tmp_path / "o", "--max-seq-length", "100000"), "exceeds the backbone's limit"),
-        (("train", "--train-file", train, "--text-column", "text", "--label-column", "label", "--output-dir",
-          tmp_path / "o"), "no column 'text'; available columns: sentence, label"),
-        (("train", "--train-file", tmp_path / "data.xlsx", "--text-column", "t", "--output-dir", tmp_path / "o"),
-         "unknown file type '.xlsx'"),
-        (("train", "--output-dir", tmp_path / "o"), "give either --task"),
-        (("evaluate", "--model", tmp_path / "none", "--eval-file", train, "--text-column", "sentence",
-          "--label-column", "label"), "model folder"),
-        (("encode", "--model", backbone, "--input", train, "--output", tmp_path / "e.txt"), "must end in .npy"),
-        (("encode", "--model", backbone, "--input", tmp_path / "missing.txt", "--output", tmp_path / "e.npy"),
-         "does not exist"),
-    ]
-    for argv, needle in cases:
-        status, stdout, stderr = cli(capsys, *argv)
-        lines = [line for line in stderr.splitlines() if "error:" in line]
-        assert status != 0 and len(lines) == 1 and needle in lines[0], (argv, stderr)
-        assert "Traceback" not in stderr and stdout == ""
-    assert not (tmp_path / "o").exists()

@@ -53,6 +53,7 @@ def test_dense_forward_is_one_graph_for_every_shape(config):
     assert counter.frame_count == 1, f"recompiled or broke the graph: {counter.frame_count} frames"
 
 
+@pytest.mark.slow
 def test_dense_backward_traces_without_breaks():
     glot = _glot(conv="gat", heads=2)
     glot.train()  # dropout 0 (randomized_glot), so train mode is deterministic; the GAT bias is then not folded
@@ -81,6 +82,7 @@ def test_validation_is_a_graph_break_not_an_error():
             compiled(states, mask)
 
 
+@pytest.mark.slow
 def test_inductor_matches_eager():
     """The real compiler (C++ code generation on CPU), with dynamic shapes: one compile, two batch shapes."""
     glot = _glot(conv="gat")

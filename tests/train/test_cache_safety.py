@@ -86,6 +86,7 @@ def test_a_corrupt_manifest_names_its_file_and_overwrite_repairs_it(st_model, bu
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_two_processes_building_one_folder_both_succeed(minilm_dir, built, tmp_path):
     folder = tmp_path / "shared"
     script = textwrap.dedent(

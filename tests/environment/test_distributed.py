@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.slow  # see setup.cfg: run by `make test`, skipped by -m 'not slow'
 
 SCRIPT = Path(__file__).with_name("ddp_train_script.py")
 GLOBAL_BATCH = 8

@@ -10,6 +10,7 @@ from glot_st.builder import from_backbone, load, push_to_hub, save
 from glot_st.graph import build_token_graph
 from glot_st.model_card import set_training_info
 from glot_st.module import GLOT
+from glot_st.seeding import reinitialize, seeded
 
 __version__ = "0.2.0"
 
@@ -21,6 +22,8 @@ __all__ = [
     "from_backbone",
     "load",
     "push_to_hub",
+    "reinitialize",
     "save",
+    "seeded",
     "set_training_info",
 ]

@@ -15,6 +15,7 @@ Which code runs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -28,6 +29,7 @@ from glot_st.baselines import AdaPool
 from glot_st.freeze import freeze_modules
 from glot_st.hub import HUB_NATIVE_NAMES, make_hub_native
 from glot_st.module import GLOT
+from glot_st.seeding import seeded
 
 __all__ = ["GLOT_MODULE_CLASSES", "from_backbone", "load", "push_to_hub", "save"]
 
@@ -49,6 +51,7 @@ def from_backbone(
     freeze: bool = True,
     transformer_kwargs: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
+    seed: int | None = None,
     **glot_config: Any,
 ) -> SentenceTransformer:
     """Build ``SentenceTransformer([Transformer(backbone), GLOT(...)])`` with the Transformer frozen.
@@ -64,6 +67,8 @@ def from_backbone(
         transformer_kwargs: extra keyword arguments for ``Transformer(...)`` (plain model ids only).
         trust_remote_code: for a sentence-transformers folder, allow module classes outside
             sentence-transformers and glot-st (their code runs) and remote backbone code.
+        seed: build GLOT under :func:`glot_st.seeded` (its initial weights are then a function of the seed,
+            whatever the process drew from torch's generator before); ``None`` draws from the global generator.
         **glot_config: :class:`~glot_st.GLOT` arguments; ``in_dim`` is taken from the backbone (passing a
             different one is an error naming both sizes).
 
@@ -88,7 +93,8 @@ def from_backbone(
     in_dim = glot_config.pop("in_dim", width)
     if in_dim != width:
         raise ValueError(f"in_dim={in_dim} does not match the backbone's token width {width} ({name_or_path!r})")
-    glot = GLOT(in_dim=width, freeze_backbone=freeze, **glot_config)
+    with seeded(seed) if seed is not None else contextlib.nullcontext():
+        glot = GLOT(in_dim=width, freeze_backbone=freeze, **glot_config)
     model = SentenceTransformer(modules=[transformer, glot], device=device)
     if freeze and not HAS_MODEL_READY_HOOK:  # sentence-transformers 5 has no on_model_ready hook
         freeze_modules([transformer])

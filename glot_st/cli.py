@@ -154,13 +154,16 @@ def glot_config(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, key) for key in _GLOT_KEYS if getattr(args, key, None) is not None}
 
 
-def build_model(args: argparse.Namespace) -> Any:
-    """``glot_st.from_backbone`` from ``--model``, ``--max-seq-length``, ``--device`` and the GLOT flags."""
+def build_model(args: argparse.Namespace, seed: int | None = None) -> Any:
+    """``glot_st.from_backbone`` from ``--model``, ``--max-seq-length``, ``--device`` and the GLOT flags; with
+    ``seed``, GLOT's initial weights are a function of it (``from_backbone(seed=...)``)."""
     import glot_st
     from glot_st.resources import minilm_path
 
     path = args.model or minilm_path()
-    return glot_st.from_backbone(path, max_seq_length=args.max_seq_length, device=args.device, **glot_config(args))
+    return glot_st.from_backbone(
+        path, max_seq_length=args.max_seq_length, device=args.device, seed=seed, **glot_config(args)
+    )
 
 
 # ----------------------------------------------------------------------------------- subcommands
@@ -212,7 +215,7 @@ _FIT_FLAGS = {
     "batch_size": (int, "examples per step"),
     "lr": (float, "AdamW learning rate"),
     "weight_decay": (float, "AdamW weight decay"),
-    "seed": (int, "seed of initialisation, dropout and batch order"),
+    "seed": (int, "seed of GLOT's and the head's initial weights, dropout and batch order"),
     "patience": (int, "epochs without a better validation score before stopping"),
     "validation_fraction": (float, "share of the training rows held out for validation without --validation-file"),
 }
@@ -337,7 +340,7 @@ def train_command(args: argparse.Namespace) -> int:
     )
     _check_temperature(args, args.head or prepared.spec.kind)
     print(f"glot-st train: task: {prepared.describe()}", file=sys.stderr)
-    model = build_model(args)
+    model = build_model(args, seed=recipe.seed)  # GLOT's initial weights follow --seed, like the head's
     result = run_plan(model, plan_training(model, prepared, recipe, head_kind=args.head))
     print(json.dumps(result.to_dict(), indent=2))
     return 0

@@ -7,7 +7,6 @@ the head on cached token states.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import random
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from glot_st.builder import save as save_model
 from glot_st.freeze import module_device
 from glot_st.model_card import set_training_info
 from glot_st.train.cache import (
@@ -33,11 +31,12 @@ from glot_st.train.cache import (
     key_fingerprint,
     validate_texts,
 )
-from glot_st.train.data import VALIDATION_FRACTION, validation_slice
-from glot_st.train.guards import check_training_arguments, ensure_finite
+from glot_st.train.data import VALIDATION_FRACTION
+from glot_st.train.guards import check_training_arguments, ensure_finite, validation_split_checked
 from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, make_head
 from glot_st.train.inputs import prepare_splits
 from glot_st.train.metrics import compute_metric
+from glot_st.train.output import locks_output_dir, save_training_output
 
 __all__ = [
     "HEAD_SUBFOLDER",
@@ -50,7 +49,6 @@ __all__ = [
     "train_cached",
 ]
 
-RESULT_FILE = "glot_training.json"
 # how the token states of a split are cached by default (train_cached and build_split_cache)
 DEFAULT_CACHE_DTYPE = "float16"
 DEFAULT_CACHE_BATCH_SIZE = 64
@@ -320,6 +318,7 @@ def _snapshot(*modules: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
 
 
+@locks_output_dir
 def train_cached(
     model: torch.nn.Module,
     train_split: Any,
@@ -419,6 +418,7 @@ def train_cached(
         model, epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr,
         weight_decay=weight_decay, cache_batch_size=cache_batch_size, bucket_size=bucket_size,
         output_dir=output_dir, overwrite=overwrite, patience=patience, validation_fraction=validation_fraction,
+        head_kind=head_kind,
     )
     prepared = prepare_splits(
         train_split, {"eval": eval_split, "validation": validation_split}, columns=columns, task=task,
@@ -429,8 +429,7 @@ def train_cached(
     for role, other in (("eval", eval_split), ("validation", validation_split)):
         if other is not None and other.task != train_split.task:
             raise ValueError(f"train split is task {train_split.task!r} but {role} split is task {other.task!r}")
-    if validation_split is None and validation_fraction > 0:
-        train_split, validation_split = validation_slice(train_split, validation_fraction)
+    train_split, validation_split = validation_split_checked(train_split, validation_split, validation_fraction, spec)
     pooler = default_pooler(model) if pooler is None else pooler
     if output_dir is not None and not any(m is pooler for m in model.modules()):
         raise ValueError("output_dir needs the pooler to be a module of the model (it is saved as part of it)")
@@ -579,9 +578,7 @@ def train_cached(
             model, spec, validation_split, eval_split, result, head,
             epochs_run=len(history), max_epochs=epochs, patience=patience, lr=lr, weight_decay=weight_decay,
         )
-        save_model(model, output_dir)
-        head.save(output_dir / HEAD_SUBFOLDER)
-        (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+        save_training_output(model, head, result.to_dict(), output_dir)
     return result
 
 

@@ -92,7 +92,15 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> Path:
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"{what} cannot be written: {str(existing)!r} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    denied = not os.access(existing, os.W_OK | os.X_OK)
+    if not denied:  # access() says yes to root on a read-only filesystem: try a file
+        probe = _sibling(existing / "probe", TEMP_TAG)
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError:
+            denied = True
+    if denied:
         raise ValueError(f"{what} cannot be written: the folder {str(existing)!r} is not writable")
     return existing
 

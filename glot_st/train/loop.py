@@ -395,9 +395,12 @@ def train_cached(
         output_dir: if given, save the trained model as a sentence-transformers folder with
             :func:`glot_st.save` (reload with :func:`glot_st.load`, or without glot-st by
             ``SentenceTransformer(output_dir, trust_remote_code=True)``), the head in ``output_dir/glot_head`` (reload with
-            ``load_head(output_dir)``) and the history in ``output_dir/glot_training.json``. Checked before
-            anything runs: a file, a path under a file, or a non-empty folder holding no saved model is an error.
-        overwrite: allow an ``output_dir`` that is a non-empty folder holding something other than a model.
+            ``load_head(output_dir)``) and the history in ``output_dir/glot_training.json``, all staged beside it
+            and swapped in as one unit at the end (:mod:`glot_st.train.output`: a run failing or killed while
+            saving leaves the previous folder intact). Checked and locked before anything runs (a second run into
+            it fails at once): a file, a path under a file, or a non-empty folder that is not an earlier glot-st
+            training output (another model included) is an error.
+        overwrite: replace an ``output_dir`` holding something other than an earlier training output.
         device: where pooler and head train (default ``model.device``); the caches are built on
             ``model.device``. The pooler goes back to its own device afterwards (also on errors); the head
             stays on ``device``.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ __all__ = [
     "ASIDE_TAG",
     "LOCK_SUFFIX",
     "STAGING_TAG",
+    "TEMP_TAG",
     "OutputBusyError",
     "atomic_file",
     "check_writable_folder",
@@ -68,8 +70,10 @@ def disk_error(error: BaseException, path: str | os.PathLike) -> BaseException:
             "No space left on device").
         path: the file or folder being written.
     """
-    code = getattr(error, "errno", None)
-    if code in _DISK_FULL or "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+    code, text = getattr(error, "errno", None), str(error)
+    # numpy reports a short write as "<n> requested and <m> written", without an errno
+    short_write = isinstance(error, OSError) and re.search(r"\d+ requested and \d+ written", text) is not None
+    if code in _DISK_FULL or short_write or "No space left on device" in text or "Disk quota exceeded" in text:
         return OSError(
             errno.ENOSPC, f"the disk is full (no space left on the device) while writing {str(path)!r}; free some "
             "space and run again (nothing half-written was kept)"

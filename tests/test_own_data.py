@@ -120,7 +120,7 @@ def test_task_inference_from_columns_and_labels():
     ("data", "needle"),
     [
         ((TEXTS, ["a"] * 15 + [1]), "labels mix str and int"),
-        ((TEXTS, ["a"] * 8 + [None] * 8), "label at row 8 is None"),
+        ((TEXTS, ["a"] * 8 + [None] * 8), "row 8 column 'labels': label is missing"),
         ((TEXTS, ["same"] * 16), "at least 2 classes"),
         ((TEXTS, SCORES), "float labels mean regression"),
         ((TEXTS, None, None), "label-free training needs anchor/positive pairs"),

@@ -106,13 +106,15 @@ def _ragged_line(text: str, delimiter: str) -> str | None:
     header = next(reader, None)
     if header is None:
         return None
+    rows = 0
     for record in reader:
         if record and len(record) != len(header):
             return (
                 f"line {reader.line_num} has {len(record)} field(s) but the header has {len(header)}; "
                 f"check the delimiter ({delimiter!r}) and the quoting"
             )
-    return None
+        rows += bool(record)
+    return "the file holds no rows (a header only?)" if rows == 0 else None
 
 
 def file_row_namer(path: Path, builder: str, options: dict[str, Any]) -> Callable[[int], str]:

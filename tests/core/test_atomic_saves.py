@@ -20,6 +20,7 @@ import glot_st.hub as hub_mod
 import glot_st.safe_io as safe_io
 from glot_st.module import GLOT
 from glot_st.safe_io import ASIDE_TAG, STAGING_TAG, OutputBusyError, output_lock, recover_folder, replace_folder
+
 from tiny_backbones import save_tiny_backbone
 
 TEXTS = ["a good dog", "bad weather today", "the nice piano"]

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import glot_st
 from glot_st.safe_read import read_json_file, read_safetensors_header
+
 from tiny_backbones import save_tiny_backbone
 
 

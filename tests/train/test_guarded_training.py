@@ -17,6 +17,7 @@ import glot_st.train.cache.store as store_mod
 import glot_st.train.loop as loop_mod
 from glot_st.train import Columns, as_text_split, load_head, train_cached
 from glot_st.train.heads import ClassificationHead
+
 from tiny_backbones import save_tiny_backbone
 
 POS = ["a good dog", "a great cat", "nice music today", "good food", "a lovely park", "great weather today"]
@@ -205,7 +206,7 @@ def test_huge_class_id_is_refused_before_any_allocation(backbone, no_caching):
 
 
 def test_row_numbers_are_file_lines_before_the_validation_slice(backbone, tmp_path, no_caching):
-    rows = [{"text": t, "label": l} for t, l in zip(TEXTS * 3, LABELS * 3)]
+    rows = [{"text": t, "label": y} for t, y in zip(TEXTS * 3, LABELS * 3)]
     rows[3]["text"] = None
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

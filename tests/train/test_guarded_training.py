@@ -129,7 +129,6 @@ def nan_head(folder):
 
 
 HOSTILE_HEADS = {
-    "num_labels 1e12": (set_head("num_labels", 10**12), "label_names has 2 entries|shape"),
     "NaN weights": (nan_head, "NaN or infinite"),
     "duplicate label names": (set_head("label_names", ["pos", "pos"]), "appears twice"),
     "dict label names": (set_head("label_names", [{"a": 1}, "neg"]), "labels must be strings or numbers"),

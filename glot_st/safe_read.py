@@ -131,7 +131,10 @@ def _compare_to_header(expected: dict[str, tuple], tensors: dict[str, tuple], na
         if dtype not in FLOAT_WEIGHT_DTYPES:
             raise ValueError(f"weights file {name!r}: {key} has dtype {dtype}; weights must be floats")
         if saved != shape:
-            raise ValueError(f"weights file {name!r}: {key} has shape {list(saved)} but its config gives {list(shape)}")
+            raise ValueError(
+                f"weights file {name!r} does not fit its config: {key} has shape {list(saved)}, the config gives "
+                f"{list(shape)}"
+            )
 
 
 def load_checked_module(

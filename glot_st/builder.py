@@ -16,9 +16,9 @@ Which code runs:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
@@ -28,10 +28,12 @@ from glot_st._compat import HAS_MODEL_READY_HOOK, Transformer
 from glot_st.baselines import AdaPool
 from glot_st.freeze import freeze_modules
 from glot_st.hub import HUB_NATIVE_NAMES, make_hub_native
+from glot_st.model_folder import check_model_type, check_module_entries, read_module_entries
 from glot_st.module import GLOT
+from glot_st.safe_io import replace_folder
 from glot_st.seeding import seeded
 
-__all__ = ["GLOT_MODULE_CLASSES", "from_backbone", "load", "push_to_hub", "save"]
+__all__ = ["GLOT_MODULE_CLASSES", "from_backbone", "load", "push_to_hub", "save", "write_model_folder"]
 
 # Every modules.json class path of a glot-st module, and the installed class it loads as.
 GLOT_MODULE_CLASSES: dict[str, type] = {
@@ -139,7 +141,12 @@ def load(model_name_or_path: str, trust_remote_code: bool = False, **kwargs: Any
 
 
 def save(model: SentenceTransformer, path: str | os.PathLike, **kwargs: Any) -> None:
-    """``model.save(path, **kwargs)``, then make the folder Hub-native (:func:`glot_st.hub.make_hub_native`).
+    """``model.save(path, **kwargs)`` made Hub-native (:func:`glot_st.hub.make_hub_native`), written atomically.
+
+    The complete folder is written beside ``path`` and swapped in at the end (:func:`glot_st.safe_io.replace_folder`):
+    an error or a kill at any point leaves either the old folder or the new one, never a mix, and a second
+    process saving to the same ``path`` at the same time is refused. An existing ``path`` must be a saved model
+    (``modules.json``) or an empty folder: it is replaced as a whole.
 
     The folder then loads with :func:`load` (installed classes) and also with
     ``SentenceTransformer(path, trust_remote_code=True)`` where glot-st is not installed (running the generated
@@ -149,9 +156,37 @@ def save(model: SentenceTransformer, path: str | os.PathLike, **kwargs: Any) -> 
         model: a ``SentenceTransformer`` holding a GLOT (or AdaPool) module.
         path: the folder to write.
         **kwargs: passed on to ``SentenceTransformer.save`` (``model_name``, ``create_model_card``, ...).
+
+    Raises:
+        ValueError: ``path`` is a file or a non-empty folder holding no saved model; another process is saving
+            to it (:class:`glot_st.safe_io.OutputBusyError`).
+        OSError: the disk is full (the message says so) or another write error; ``path`` is then unchanged.
     """
-    model.save(str(path), **kwargs)
-    make_hub_native(path)
+    target = Path(path)
+    if target.is_dir() and any(target.iterdir()) and not (target / "modules.json").is_file():
+        raise ValueError(
+            f"{str(target)!r} is a non-empty folder holding no saved model; saving replaces the whole folder, so "
+            "choose a new or empty folder"
+        )
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"{str(target)!r} is a file, not a folder")
+    with replace_folder(target) as staging:
+        write_model_folder(model, staging, **kwargs)
+
+
+def write_model_folder(model: SentenceTransformer, folder: str | os.PathLike, **kwargs: Any) -> None:
+    """Write the model into ``folder`` (an empty or new folder) as :func:`save` does, without the swap.
+
+    For a caller that stages more files beside the model (the training kit's output) and swaps the whole
+    folder in itself with :func:`glot_st.safe_io.replace_folder`.
+
+    Args:
+        model: a ``SentenceTransformer`` holding a GLOT (or AdaPool) module.
+        folder: where to write.
+        **kwargs: passed on to ``SentenceTransformer.save``.
+    """
+    model.save(str(folder), **kwargs)
+    make_hub_native(folder)
 
 
 def push_to_hub(model: SentenceTransformer, repo_id: str, **kwargs: Any) -> str:
@@ -171,7 +206,7 @@ def push_to_hub(model: SentenceTransformer, repo_id: str, **kwargs: Any) -> str:
         raise ValueError("glot_st.push_to_hub saves the model itself; use model.push_to_hub for a saved folder")
     with tempfile.TemporaryDirectory(prefix="glot_st_push_") as folder:
         model_name = repo_id if "/" in repo_id else None
-        save(model, folder, model_name=model_name)
+        write_model_folder(model, folder, model_name=model_name)
         return model.push_to_hub(repo_id, local_model_path=folder, **kwargs)
 
 
@@ -182,7 +217,7 @@ def _load_checked(
     classes resolved to the installed ones."""
     hub_kwargs = {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
     entries = _read_modules_json(model_name_or_path, hub_kwargs)
-    refs = [str(entry.get("type")) for entry in entries]
+    refs = [entry["type"] for entry in entries]
     if require_glot and not any(ref in GLOT_MODULE_CLASSES for ref in refs):
         raise ValueError(
             f"{model_name_or_path!r} holds no glot-st module (its modules.json names {refs}); load it with "
@@ -195,6 +230,8 @@ def _load_checked(
             "sentence-transformers nor glot-st classes; loading them would run code from the model. Nothing was "
             "loaded. Pass trust_remote_code=True only if you trust that code."
         )
+    check_module_entries(entries, model_name_or_path, require_glot=require_glot)
+    check_model_type(load_file_path(model_name_or_path, "config_sentence_transformers.json", **hub_kwargs), model_name_or_path)
     model = SentenceTransformer.__new__(SentenceTransformer)
     resolve = SentenceTransformer._load_module_class_from_ref
 
@@ -223,8 +260,4 @@ def _read_modules_json(model_name_or_path: str, hub_kwargs: dict[str, Any]) -> l
             f"{model_name_or_path!r} has no modules.json, so it is not a saved sentence-transformers model; build "
             "a GLOT model from a backbone with glot_st.from_backbone(...)"
         )
-    with open(path, encoding="utf-8") as handle:
-        entries = json.load(handle)
-    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
-        raise ValueError(f"modules.json of {model_name_or_path!r} must hold a list of module entries")
-    return entries
+    return read_module_entries(path, model_name_or_path)

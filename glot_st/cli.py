@@ -10,9 +10,10 @@ Add a subcommand with the :func:`subcommand` decorator; its arguments are declar
         ...
         return 0
 
-``main(argv)`` parses, dispatches and turns ``ValueError`` / ``TypeError`` / ``OSError`` (``FileNotFoundError``
-included) / ``ImportError`` / ``FloatingPointError`` into one line ``glot-st <cmd>: error: ...`` on stderr with
-exit status 2 (no traceback).
+``main(argv)`` parses, checks ``--device`` (a name torch knows, a device this machine has), dispatches and turns
+every error into one line ``glot-st <cmd>: error: ...`` on stderr with exit status 2 (no traceback; errors other
+than ``ValueError`` / ``TypeError`` / ``OSError`` / ``ImportError`` / ``FloatingPointError`` are prefixed by their
+type, e.g. ``SafetensorError``); Ctrl-C is one line and exit status 130.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from glot_st.train.cache import CACHE_DTYPES
 from glot_st.train.data import TASKS
 from glot_st.train.heads import HEAD_KINDS
 
-__all__ = ["Argument", "SUBCOMMANDS", "arg", "build_parser", "main", "subcommand"]
+__all__ = ["Argument", "SUBCOMMANDS", "arg", "build_parser", "check_device", "main", "subcommand"]
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,8 @@ def _train_arguments() -> tuple[Argument, ...]:
             help="save the trained model here (reload with glot_st.load) and the head in <dir>/glot_head "
                  "(required with --train-file)"),
         arg("--overwrite", action="store_true",
-            help="allow an --output-dir that is a non-empty folder holding something other than a model"),
+            help="replace an --output-dir that holds something other than an earlier glot-st training output "
+                 "(another model, other files); the folder is replaced as a whole"),
         arg("--cache-dir", default=None, help="root folder of the token-state caches (default: a temporary one)"),
         *CACHE_ARGUMENTS,
         *MODEL_ARGUMENTS,
@@ -391,6 +393,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         arg("--input", required=True, help=".txt (one text a line) or .csv / .tsv / .jsonl / .json / .parquet"),
         arg("--text-column", default=None, help="the text column of a table (default: text)"),
         arg("--output", required=True, help="the .npy file to write (rows in input order)"),
+        arg("--overwrite", action="store_true", help="replace an existing --output file"),
         arg("--batch-size", type=int, default=None, help="texts per encode batch (default: encode's)"),
         arg("--normalize", action="store_true", help="L2-normalise the embeddings"),
         DEVICE_ARGUMENT,
@@ -398,18 +401,14 @@ def evaluate_command(args: argparse.Namespace) -> int:
     ),
 )
 def encode_command(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     import numpy as np
 
     import glot_st
+    from glot_st.safe_io import atomic_file
     from glot_st.train.inputs import read_texts
 
-    output = Path(args.output)
-    if output.suffix.lower() != ".npy":
-        raise ValueError(f"--output {args.output!r} must end in .npy")
-    if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
-        raise ValueError(f"--output {args.output!r} cannot be written as a file")
+    output = _checked_npy_output(args.output, args.overwrite)
     _check_batch_size(args.batch_size)
     texts = read_texts(args.input, args.text_column)
     model = glot_st.load(args.model, device=args.device)
@@ -418,10 +417,60 @@ def encode_command(args: argparse.Namespace) -> int:
         texts, convert_to_numpy=True, normalize_embeddings=args.normalize, show_progress_bar=not args.quiet,
         **options,
     )
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if bad.size:
+        raise ValueError(f"the model gave NaN or infinite embeddings for {bad.size} row(s) (first {bad[:5].tolist()}); "
+                         "nothing was written")
     output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, embeddings)
+    with atomic_file(output) as temporary, open(temporary, "wb") as handle:
+        np.save(handle, embeddings, allow_pickle=False)
     print(json.dumps({"output": str(output), "rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}))
     return 0
+
+
+def _checked_npy_output(path: str, overwrite: bool) -> Any:
+    """``--output`` as a ``Path``, checked before any work: a ``.npy`` name, not a folder, not an existing file
+    unless ``overwrite``, in a folder this process can write."""
+    from pathlib import Path
+
+    from glot_st.safe_io import check_writable_folder
+
+    output = Path(path)
+    if output.suffix.lower() != ".npy":
+        raise ValueError(f"--output {path!r} must end in .npy")
+    if output.is_dir():
+        raise ValueError(f"--output {path!r} is a folder; give a .npy file name")
+    if output.exists() and not overwrite:
+        raise ValueError(f"--output {path!r} exists; pass --overwrite to replace it")
+    check_writable_folder(output.parent, f"--output {path!r}")
+    return output
+
+
+def check_device(name: str | None) -> None:
+    """Refuse a ``--device`` that torch does not know or that this machine lacks (before any work).
+
+    Args:
+        name: the flag's value (``None``: not given).
+
+    Raises:
+        ValueError: naming the device and why.
+    """
+    if name is None:
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    backends = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}
+    if device.type not in ("cpu", *backends):
+        raise ValueError(f"--device {name!r}: glot-st runs on cpu, cuda, mps or xpu")
+    backend = backends.get(device.type)
+    if backend is not None and not backend.is_available():
+        raise ValueError(f"--device {name!r}: this torch build or machine has no {device.type} device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
 
 
 def _check_temperature(args: argparse.Namespace, head_kind: str) -> None:
@@ -493,11 +542,16 @@ def _runner_arguments() -> tuple[Argument, ...]:
     )
 
 
-def _csv(text: str | None, cast: Callable[[str], Any]) -> list[Any] | None:
-    """``"a,b"`` -> ``[cast("a"), cast("b")]``; ``None`` stays ``None``."""
+def _csv(text: str | None, cast: Callable[[str], Any], flag: str = "") -> list[Any] | None:
+    """``"a,b"`` -> ``[cast("a"), cast("b")]``; ``None`` stays ``None``; an item ``cast`` refuses names ``flag``."""
     if text is None:
         return None
-    return [cast(item) for item in text.split(",") if item.strip()]
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return [cast(item) for item in items]
+    except ValueError:
+        kind = getattr(cast, "__name__", "value")
+        raise ValueError(f"{flag} {text!r}: every comma-separated item must be a {kind}") from None
 
 
 def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -509,8 +563,8 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name) is not None
     }
     kwargs: dict[str, Any] = {
-        "methods": _csv(args.methods, str),
-        "seeds": _csv(args.seeds, int),
+        "methods": _csv(args.methods, str, "--methods"),
+        "seeds": _csv(args.seeds, int, "--seeds"),
         "max_seq_length": args.max_seq_length,
         "output_dir": args.output_dir,
         "cache_dir": args.cache_dir,
@@ -580,7 +634,7 @@ def stress_command(args: argparse.Namespace) -> int:
 
     kwargs = _runner_kwargs(args)
     if args.rhos is not None:
-        kwargs["rhos"] = _csv(args.rhos, float)
+        kwargs["rhos"] = _csv(args.rhos, float, "--rhos")
     for name in ("n_train", "n_eval", "length"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
@@ -600,7 +654,7 @@ def glue_command(args: argparse.Namespace) -> int:
 
     kwargs = _runner_kwargs(args)
     if args.tasks is not None:
-        kwargs["tasks"] = _csv(args.tasks, str)
+        kwargs["tasks"] = _csv(args.tasks, str, "--tasks")
     if args.max_train is not None:
         kwargs["max_train"] = args.max_train or None
     if args.max_eval is not None:
@@ -676,12 +730,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     quiet = library_progress_bars_off() if getattr(args, "quiet", False) else contextlib.nullcontext()
     try:
+        check_device(getattr(args, "device", None))
         with quiet:
             return int(args._run(args) or 0)
-    except (ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
-        message = " | ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
-        print(f"glot-st {args.command}: error: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"glot-st {args.command}: interrupted (nothing half-written was kept)", file=sys.stderr)
+        return 130
+    except Exception as error:  # every error is one line; the type is named where it is not a plain input error
+        print(f"glot-st {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line; prefixed by its type unless it is one of the plain input errors."""
+    message = " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if isinstance(error, MemoryError):
+        return "out of memory" + (f": {message}" if message else "")
+    if not isinstance(error, (ValueError, TypeError, OSError, ImportError, FloatingPointError)) or not message:
+        return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return message
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ BUNDLED_SOURCES = (
     "freeze.py",
     "features.py",
     "model_card.py",
+    "safe_read.py",
     "module.py",
     "baselines.py",
 )

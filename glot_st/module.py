@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model as load_safetensors_model
 from torch import Tensor, nn
 
 from glot_st._compat import Module
@@ -29,6 +27,7 @@ from glot_st.kernels import get_kernels
 from glot_st.layers import CONVS, make_layer
 from glot_st.model_card import GLOT_CONFIG_FILE, attach_model_card
 from glot_st.readout import JK_MODES, AttentionReadout, JumpingKnowledge
+from glot_st.safe_read import load_checked_module, read_json_file
 
 logger = logging.getLogger(__name__)
 
@@ -300,11 +299,7 @@ class GLOT(Module):
         config_path = cls.load_file_path(model_name_or_path, filename=cls.config_file_name, **hub_kwargs)
         if config_path is None:
             raise FileNotFoundError(f"GLOT config file {cls.config_file_name!r} is missing from {where!r}")
-        try:
-            with open(config_path, encoding="utf-8") as handle:
-                config = json.load(handle)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"GLOT config file {config_path!r} is not valid JSON: {error}") from error
+        config = read_json_file(config_path, "GLOT config file")
         if not isinstance(config, dict):
             raise ValueError(f"GLOT config file {config_path!r} must hold a JSON object")
         unknown = sorted(set(config) - set(cls.config_keys))
@@ -321,19 +316,15 @@ class GLOT(Module):
         if missing:
             logger.warning("GLOT config file %s lacks %s; using their defaults", config_path, missing)
         config = {**{k: v for k, v in ADDED_CONFIG_KEYS.items() if k not in config}, **config}
-        try:
-            model = cls(**config)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"GLOT config file {config_path!r} is invalid: {error}") from error
-
         weights_path = cls.load_file_path(model_name_or_path, filename="model.safetensors", **hub_kwargs)
         if weights_path is None:
             raise FileNotFoundError(f"GLOT weights file 'model.safetensors' is missing from {where!r}")
-        try:
-            load_safetensors_model(model, weights_path, strict=True)
-        except Exception as error:  # safetensors raises its own error types for truncated / corrupt files
-            raise ValueError(f"GLOT weights file {weights_path!r} could not be loaded: {error}") from error
-        return model
+        # sizes are checked against the weights' header before anything is allocated; weights must be finite floats
+        layers = config.get("num_layers")
+        return load_checked_module(
+            lambda: cls(**config), weights_path, f"GLOT config file {config_path!r}",
+            layer_counts={"layers": layers} if isinstance(layers, int) and not isinstance(layers, bool) else None,
+        )
 
     # ---- the computation --------------------------------------------------------------------------------
     def _pool(self, token_states: Tensor, attention_mask: Tensor, with_tokens: bool) -> tuple[Tensor, Tensor | None]:

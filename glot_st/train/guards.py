@@ -13,16 +13,22 @@ from typing import Any
 
 import torch
 
+from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER
+from glot_st.train.splits import validation_slice
+
 __all__ = [
     "backbone_token_limit",
     "check_output_dir",
     "check_training_arguments",
     "ensure_finite",
-    "is_model_folder",
+    "validation_split_checked",
+    "is_training_output",
 ]
 
-# what a folder written by ``train_cached(output_dir=...)`` / ``model.save`` holds
-MODEL_MARKERS = ("modules.json", "glot_head")
+# the history file a glot-st training run writes into its output folder: with the head folder beside it, it marks
+# a folder that a training run may replace without ``overwrite`` (any other model needs it)
+RESULT_FILE = "glot_training.json"
+TRAINING_MARKERS = (RESULT_FILE, HEAD_SUBFOLDER)
 
 
 def _is_int(value: Any) -> bool:
@@ -55,17 +61,18 @@ def backbone_token_limit(model: Any) -> int | None:
     return min(limits) if limits else None
 
 
-def is_model_folder(path: str | os.PathLike) -> bool:
-    """True when ``path`` holds a saved model (``modules.json``) or a saved head (``glot_head/``)."""
-    return any((Path(path) / marker).exists() for marker in MODEL_MARKERS)
+def is_training_output(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder a glot-st training run wrote (``glot_training.json`` and ``glot_head/``)."""
+    path = Path(path)
+    return (path / RESULT_FILE).is_file() and (path / HEAD_SUBFOLDER).is_dir()
 
 
 def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Check that a model can be saved in ``path`` without creating anything.
 
-    ``path`` may be missing (its nearest existing parent must be a writable folder), an empty folder, or a
-    folder holding a saved model (it is replaced); a non-empty folder holding anything else needs
-    ``overwrite=True``.
+    ``path`` may be missing (its nearest existing parent must be a writable folder), an empty folder, or the
+    output of an earlier glot-st training run (:func:`is_training_output`; it is replaced as a whole); any other
+    non-empty folder, another model's folder included, needs ``overwrite=True`` (it is then replaced as a whole).
 
     Raises:
         ValueError: ``path`` is a file, lies under a file, is a non-empty non-model folder, or is not writable.
@@ -74,10 +81,11 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Pat
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"output dir {str(path)!r} is a file, not a folder")
-        if not overwrite and any(path.iterdir()) and not is_model_folder(path):
+        if not overwrite and any(path.iterdir()) and not is_training_output(path):
+            what = "a model that no glot-st training run wrote" if (path / "modules.json").exists() else "no saved model"
             raise ValueError(
-                f"output dir {str(path)!r} is not empty and holds no saved model; choose another folder or "
-                "overwrite it (overwrite=True, --overwrite)"
+                f"output dir {str(path)!r} is not empty and holds {what}; it would be replaced as a whole: choose "
+                "another folder or overwrite it (overwrite=True, --overwrite)"
             )
         writable = path
     else:
@@ -105,6 +113,7 @@ def check_training_arguments(
     overwrite: bool = False,
     patience: Any = None,
     validation_fraction: Any = 0.0,
+    head_kind: Any = None,
 ) -> None:
     """Check the arguments of a training run (call before building any cache).
 
@@ -120,6 +129,7 @@ def check_training_arguments(
         overwrite: allow a non-empty non-model ``output_dir``.
         patience: ``None`` or an int >= 1.
         validation_fraction: a number in ``[0, 1)``.
+        head_kind: ``None`` or a key of ``HEAD_KINDS``.
 
     Raises:
         ValueError: naming the first bad argument and its value.
@@ -138,6 +148,8 @@ def check_training_arguments(
     _finite_number("validation_fraction", validation_fraction, positive=False)
     if validation_fraction >= 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    if head_kind is not None and head_kind not in HEAD_KINDS:
+        raise ValueError(f"unknown head kind {head_kind!r}; expected one of {', '.join(sorted(HEAD_KINDS))}")
     if model is not None:
         length = getattr(model, "max_seq_length", None)
         if length is not None:
@@ -159,3 +171,42 @@ def ensure_finite(*modules: torch.nn.Module) -> None:
                     f"training diverged: {type(module).__name__} (module {index}) {name} holds non-finite values; "
                     "try a lower lr"
                 )
+
+
+def validation_split_checked(train_split: Any, validation_split: Any, fraction: float, spec: Any) -> tuple[Any, Any]:
+    """``(train, validation)`` for the run: the given validation split, or a ``fraction`` slice carved from the
+    training rows (``validation_slice``), checked so that validation never selects on classes training lacks.
+
+    Args:
+        train_split: the training ``TextSplit`` (labels as class ids for classification).
+        validation_split: a given validation ``TextSplit``, or ``None`` (carve one when ``fraction > 0``).
+        fraction: share of the training rows to carve out.
+        spec: the ``TaskSpec`` (its ``kind`` says whether labels are classes).
+
+    Raises:
+        ValueError: the slice would take every training row of a class out of training (naming the classes),
+            or the validation split holds a class the training split never has (naming it).
+    """
+    carved = validation_split is None and fraction > 0
+    if carved:
+        full = train_split
+        train_split, validation_split = validation_slice(train_split, fraction)
+    if validation_split is None or spec.kind not in ("single", "pair") or validation_split.labels is None:
+        return train_split, validation_split
+    trained = set(train_split.labels)
+    if carved:
+        lost = sorted(set(full.labels) - trained, key=repr)
+        if lost:
+            raise ValueError(
+                f"the validation slice (fraction {fraction:g} of {len(full)} rows) would take every row of "
+                f"{len(lost)} class(es) out of training ({lost[:10]}{', ...' if len(lost) > 10 else ''}); "
+                "give a validation file (validation_split=, --validation-file), add rows to those classes, or use "
+                "validation_fraction=0"
+            )
+    unseen = sorted(set(validation_split.labels) - trained, key=repr)
+    if unseen:
+        raise ValueError(
+            f"the validation split holds label(s) {unseen[:10]} that no training row has; a model cannot be "
+            "selected on classes it never trained on"
+        )
+    return train_split, validation_split

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from glot_st.safe_read import load_checked_module, read_json_file
 from glot_st.train.data import is_bool
 
 __all__ = [
@@ -454,10 +454,7 @@ def load_head(path: str | os.PathLike) -> TaskHead:
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not weights_path.is_file():
         raise FileNotFoundError(f"head file {str(weights_path)!r} is missing")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"head config {str(config_path)!r} is not valid JSON: {exc}") from exc
+    config = read_json_file(config_path, "head config")
     if not isinstance(config, dict):
         raise ValueError(f"head config {str(config_path)!r} must hold a JSON object, got {type(config).__name__}")
     config = dict(config)
@@ -467,15 +464,26 @@ def load_head(path: str | os.PathLike) -> TaskHead:
     dim = config.pop("dim")
     if kind == "pair":
         config.setdefault("features", "concat")  # pair heads saved before the option was added used [z1; z2]
-    try:
-        head = make_head(kind, dim, **config)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"head config {str(config_path)!r} is invalid: {exc}") from exc
-    try:
-        state = load_file(str(weights_path))
-        head.load_state_dict(state)
-    except (SafetensorError, OSError, RuntimeError) as exc:  # unreadable file; missing/unexpected keys, shapes
-        raise ValueError(
-            f"head weights {str(weights_path)!r} do not fit the {kind!r} head of its config: {exc}"
-        ) from exc
-    return head
+    check_label_names(config.get("label_names"), f"head config {str(config_path)!r}")
+    # sizes are checked against the weights' header before anything is allocated; weights must be finite floats
+    return load_checked_module(lambda: make_head(kind, dim, **config), weights_path, f"head config {str(config_path)!r}")
+
+
+def check_label_names(names: Any, where: str) -> None:
+    """``None``, or a list of distinct labels, each a string or a finite number (not a bool).
+
+    Raises:
+        ValueError: naming ``where`` and the first bad or repeated label.
+    """
+    if names is None:
+        return
+    if not isinstance(names, list):
+        raise ValueError(f"{where}: label_names must be a list, got {type(names).__name__}")
+    seen = set()
+    for position, name in enumerate(names):
+        number = isinstance(name, (int, float)) and not is_bool(name) and math.isfinite(name)
+        if not (isinstance(name, str) or number):
+            raise ValueError(f"{where}: label_names[{position}] is {name!r}; labels must be strings or numbers")
+        if name in seen:
+            raise ValueError(f"{where}: label {name!r} appears twice in label_names")
+        seen.add(name)

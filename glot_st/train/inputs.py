@@ -20,6 +20,7 @@ The task (``infer_task``) follows from the training split:
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import os
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from typing import Any
 
 from glot_st.train.data import TASKS
 from glot_st.train.splits import TaskSpec, TextSplit, is_bool
+from glot_st.train.table_checks import check_columns, check_rows, file_row_namer, load_table_file
 
 __all__ = [
     "KIND_METRICS",
@@ -57,6 +59,8 @@ TABLE_EXTENSIONS: dict[str, tuple[str, dict[str, Any]]] = {
 KIND_METRICS = {"single": "accuracy", "pair": "accuracy", "regression": "spearman", "contrastive": "spearman"}
 
 CUSTOM_TASK = "custom"
+# the largest int label read as a class id (a head of that many classes); larger ones are refused
+MAX_CLASS_ID = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,8 @@ def read_table(path: str | os.PathLike) -> Any:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: an unknown extension (listing the known ones) or a file ``datasets`` cannot parse.
+        ValueError: an unknown extension (listing the known ones), an empty file, a file without rows, or a
+            file ``datasets`` cannot parse (naming the cause: encoding, a ragged or broken line and its number).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -111,13 +116,7 @@ def read_table(path: str | os.PathLike) -> Any:
         )
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} does not exist")
-    import datasets
-
-    builder, options = TABLE_EXTENSIONS[suffix]
-    try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
-    except Exception as exc:  # datasets wraps parser errors in its own exception types
-        raise ValueError(f"cannot read {str(path)!r} as {suffix}: {exc}") from exc
+    return load_table_file(path, *TABLE_EXTENSIONS[suffix])
 
 
 def read_texts(path: str | os.PathLike, text_column: str | None = None) -> list[str]:
@@ -182,9 +181,12 @@ def as_text_split(
     if isinstance(data, TextSplit):
         return data
     columns = Columns.of(columns)
+    check_columns(columns.text, columns.text_b, columns.label)
+    row_name = None
     if isinstance(data, (str, os.PathLike)):
         where = str(data)
         data = read_table(data)
+        row_name = file_row_namer(Path(where), *TABLE_EXTENSIONS[Path(where).suffix.lower()])
     else:
         where = f"{split} data"
     if isinstance(data, tuple):
@@ -194,10 +196,9 @@ def as_text_split(
             texts_a, texts_b, labels = data
         else:
             raise ValueError(f"{where}: a tuple must be (texts, labels) or (texts_a, texts_b, labels), got {len(data)} items")
-        return TextSplit(
-            name, split, list(texts_a), None if texts_b is None else list(texts_b), None if labels is None else
-            _as_list(labels),
-        )
+        texts_a, texts_b, labels = list(texts_a), None if texts_b is None else list(texts_b), None if labels is None else _as_list(labels)
+        check_rows(where, [("texts", texts_a, "text"), ("texts_b", texts_b, "text"), ("labels", labels, "label")])
+        return TextSplit(name, split, texts_a, texts_b, labels)
     if not (hasattr(data, "column_names") or hasattr(data, "columns") or isinstance(data, Mapping)):
         raise TypeError(
             f"{where}: unsupported data of type {type(data).__name__}; pass a TextSplit, datasets.Dataset, pandas "
@@ -206,6 +207,9 @@ def as_text_split(
     texts_a = _column(data, columns.text, where)
     texts_b = None if columns.text_b is None else _column(data, columns.text_b, where)
     labels = None if columns.label is None else _column(data, columns.label, where)
+    # every row, in the user's terms (file lines, column names), before anything slices the data
+    checked = [(columns.text, texts_a, "text"), (columns.text_b, texts_b, "text"), (columns.label, labels, "label")]
+    check_rows(where, checked, *([row_name] if row_name else []))
     return TextSplit(name, split, texts_a, texts_b, labels)
 
 
@@ -260,7 +264,7 @@ class InferredTask:
         }.get(self.kind, self.kind)
         if self.is_classification:
             names = self.label_names if self.label_names is not None else range(self.num_labels)
-            shown = ", ".join(map(str, list(names)[:10])) + (", ..." if self.num_labels > 10 else "")
+            shown = ", ".join(map(str, itertools.islice(names, 10))) + (", ..." if self.num_labels > 10 else "")
             what += f", {self.num_labels} classes ({shown})"
         elif self.kind == "regression":
             what += f", scores in [{self.min_score:g}, {self.max_score:g}]"
@@ -351,6 +355,8 @@ def infer_task(
             )
         low = config.get("min_score", min(float(v) for v in labels))
         high = config.get("max_score", max(float(v) for v in labels))
+        if high < low:
+            raise ValueError(f"{where}: min_score {low:g} exceeds max_score {high:g}")
         if not high > low:
             raise ValueError(f"{where}: every score is {low:g}; regression needs scores that vary")
         return InferredTask("regression", KIND_METRICS["regression"], 1, None, float(low), float(high), split.task)
@@ -361,6 +367,11 @@ def infer_task(
     kind = head_kind or ("pair" if pair else "single")
     if kinds == {"str"} or distinct[0] < 0 or any(not float(v).is_integer() for v in distinct):
         return InferredTask(kind, KIND_METRICS[kind], len(distinct), tuple(distinct), name=split.task)
+    if distinct[-1] >= MAX_CLASS_ID:
+        raise ValueError(
+            f"{where}: label {distinct[-1]} read as a class id would mean {distinct[-1] + 1} classes (at most "
+            f"{MAX_CLASS_ID} are allowed); use class ids 0..C-1, or string labels"
+        )
     return InferredTask(kind, KIND_METRICS[kind], int(distinct[-1]) + 1, name=split.task)
 
 

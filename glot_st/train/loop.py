@@ -7,7 +7,6 @@ the head on cached token states.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import random
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from glot_st.builder import save as save_model
 from glot_st.freeze import module_device
 from glot_st.model_card import set_training_info
 from glot_st.train.cache import (
@@ -33,11 +31,12 @@ from glot_st.train.cache import (
     key_fingerprint,
     validate_texts,
 )
-from glot_st.train.guards import check_training_arguments, ensure_finite
+from glot_st.train.guards import check_training_arguments, ensure_finite, validation_split_checked
 from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, make_head
 from glot_st.train.inputs import PreparedSplits, prepare_splits
 from glot_st.train.metrics import compute_metric
-from glot_st.train.splits import VALIDATION_FRACTION, validation_slice
+from glot_st.train.output import holding_output_dir, save_training_output
+from glot_st.train.splits import VALIDATION_FRACTION
 
 __all__ = [
     "HEAD_SUBFOLDER",
@@ -54,7 +53,6 @@ __all__ = [
     "train_cached",
 ]
 
-RESULT_FILE = "glot_training.json"
 # how the token states of a split are cached by default (train_cached and build_split_cache)
 DEFAULT_CACHE_DTYPE = "float16"
 DEFAULT_CACHE_BATCH_SIZE = 64
@@ -432,11 +430,12 @@ def plan_training(
             unknown head kind, a contrastive head on a task not scored by correlation, an ``output_dir`` with a
             pooler outside the model.
     """
-    check_training_arguments(model)
+    check_training_arguments(model, head_kind=head_kind)
     prepared.check_same_task()
-    if prepared.validation is None and recipe.validation_fraction > 0:
-        rest, carved = validation_slice(prepared.train, recipe.validation_fraction)
-        prepared = replace(prepared, train=rest, validation=carved)
+    train, validation = validation_split_checked(
+        prepared.train, prepared.validation, recipe.validation_fraction, prepared.spec
+    )
+    prepared = replace(prepared, train=train, validation=validation)
     pooler = default_pooler(model) if pooler is None else pooler
     if recipe.output_dir is not None and not any(m is pooler for m in model.modules()):
         raise ValueError("output_dir needs the pooler to be a module of the model (it is saved as part of it)")
@@ -632,9 +631,7 @@ def _save(model: torch.nn.Module, plan: TrainingPlan, result: TrainResult) -> No
         model, plan.splits, result, plan.head, epochs_run=len(result.history), max_epochs=recipe.epochs,
         patience=recipe.patience, lr=recipe.lr, weight_decay=recipe.weight_decay,
     )
-    save_model(model, output_dir)
-    plan.head.save(output_dir / HEAD_SUBFOLDER)
-    (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    save_training_output(model, plan.head, result.to_dict(), output_dir)
 
 
 def run_plan(model: torch.nn.Module, plan: TrainingPlan) -> TrainResult:
@@ -651,6 +648,11 @@ def run_plan(model: torch.nn.Module, plan: TrainingPlan) -> TrainResult:
         FloatingPointError: a non-finite loss or non-finite weights after training. On this or any other
             error the pooler and the head get back the weights they had before the run.
     """
+    with holding_output_dir(plan.recipe.output_dir, plan.recipe.overwrite):  # one run per output folder
+        return _train_and_save(model, plan)
+
+
+def _train_and_save(model: torch.nn.Module, plan: TrainingPlan) -> TrainResult:
     pooler, head, recipe = plan.pooler, plan.head, plan.recipe
     pooler_home = module_device(pooler)
     before = _snapshot(pooler, head)  # put back on any error: a failed run leaves the model as it was
@@ -754,9 +756,12 @@ def train_cached(
         output_dir: if given, save the trained model as a sentence-transformers folder with
             :func:`glot_st.save` (reload with :func:`glot_st.load`, or without glot-st by
             ``SentenceTransformer(output_dir, trust_remote_code=True)``), the head in ``output_dir/glot_head`` (reload with
-            ``load_head(output_dir)``) and the history in ``output_dir/glot_training.json``. Checked before
-            anything runs: a file, a path under a file, or a non-empty folder holding no saved model is an error.
-        overwrite: allow an ``output_dir`` that is a non-empty folder holding something other than a model.
+            ``load_head(output_dir)``) and the history in ``output_dir/glot_training.json``, all staged beside it
+            and swapped in as one unit at the end (:mod:`glot_st.train.output`: a run failing or killed while
+            saving leaves the previous folder intact). Checked and locked before anything runs (a second run into
+            it fails at once): a file, a path under a file, or a non-empty folder that is not an earlier glot-st
+            training output (another model included) is an error.
+        overwrite: replace an ``output_dir`` holding something other than an earlier training output.
         device: where pooler and head train (default ``model.device``); the caches are built on
             ``model.device``. The pooler goes back to its own device afterwards (also on errors); the head
             stays on ``device``.
@@ -779,6 +784,7 @@ def train_cached(
         cache_dtype=cache_dtype, cache_batch_size=cache_batch_size, bucket_size=bucket_size, output_dir=output_dir,
         overwrite=overwrite, device=device, show_progress_bar=show_progress_bar,
     )
+    check_training_arguments(head_kind=head_kind)  # before the data is read
     prepared = prepare_splits(
         train_split, eval_split, validation_split, columns=columns, task=task, head_kind=head_kind,
         head_config=head_config,

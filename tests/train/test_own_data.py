@@ -90,7 +90,7 @@ def test_task_inference_from_columns_and_labels():
     ("data", "needle"),
     [
         ((TEXTS, ["a"] * 15 + [1]), "labels mix str and int"),
-        ((TEXTS, ["a"] * 8 + [None] * 8), "label at row 8 is None"),
+        ((TEXTS, ["a"] * 8 + [None] * 8), "row 8 column 'labels': label is missing"),
         ((TEXTS, ["same"] * 16), "at least 2 classes"),
         ((TEXTS, SCORES), "float labels mean regression"),
         ((TEXTS, None, None), "label-free training needs anchor/positive pairs"),
@@ -192,12 +192,15 @@ def test_output_dir_may_be_a_saved_model_or_overwritten(backbone, tmp_path, monk
     monkeypatch.setattr(loop_mod, "_build_unique_cache", stop)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("x")
-    (tmp_path / "model").mkdir()
+    (tmp_path / "model").mkdir()  # another model: only with overwrite
     (tmp_path / "model" / "modules.json").write_text("[]")
-    for out, extra in [("full", {"overwrite": True}), ("model", {}), ("new/deeper", {})]:
+    (tmp_path / "trained" / "glot_head").mkdir(parents=True)  # what a glot-st training run wrote: replaced
+    (tmp_path / "trained" / "glot_training.json").write_text("{}")
+    cases = [("full", {"overwrite": True}), ("model", {"overwrite": True}), ("trained", {}), ("new/deeper", {})]
+    for out, extra in cases:
         with pytest.raises(RuntimeError, match="reached caching"):
             fit(tiny_model(backbone), (TEXTS, STRING_LABELS), output_dir=tmp_path / out, **extra)
-    assert not (tmp_path / "new").exists()  # checking creates nothing
+    assert not (tmp_path / "new" / "deeper").exists()  # a failed run creates no output folder
 
 
 def test_diverging_run_restores_the_weights_from_before_it(backbone, monkeypatch):

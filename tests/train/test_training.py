@@ -166,7 +166,7 @@ def test_load_head_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"glot_head\.json.*invalid"):
         load_head(folder)
     config.write_text(json.dumps({"kind": "single", "dim": 5, "num_labels": 2}))  # weights are for dim 4
-    with pytest.raises(ValueError, match=r"glot_head\.safetensors.*do not fit"):
+    with pytest.raises(ValueError, match=r"glot_head\.safetensors.*does not fit"):
         load_head(folder)
     config.write_text(good)
     weights.write_bytes(b"garbage")

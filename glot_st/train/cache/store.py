@@ -12,7 +12,8 @@ Layout of a cache folder::
     .lock                         held while a process builds the folder
 
 No padding is stored. Shards are written atomically (a temporary file unique to the writing process, then a
-rename) and the manifest lists finished shards, so an interrupted build resumes where it stopped. A build
+rename; removed on any error, and a full disk is an error saying so) and the manifest lists finished shards, so an
+interrupted build resumes where it stopped; temporary files a killed build left are removed by the next build. A build
 holds an exclusive lock on the folder: a second process building the same folder waits for the first and
 then reuses its shards. A damaged folder (unreadable manifest, truncated or missing shard) is an error naming
 the file; ``build_cache(..., overwrite=True)`` repairs it.
@@ -25,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from glot_st.freeze import module_device
+from glot_st.safe_io import TEMP_TAG, atomic_file
 from glot_st.train.cache.keys import (
     cache_key,
     default_prompt,
@@ -61,27 +62,22 @@ CACHE_DTYPES: tuple[str, ...] = tuple(_DTYPES)  # storage dtypes build_cache acc
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _temporary_name(path: Path) -> Path:
-    """A temporary sibling of ``path`` that no other process or thread uses."""
-    return path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = _temporary_name(path)
-    with open(tmp, "wb") as handle:
+    # a temporary file, then a rename; removed on any error, a full disk named as such (glot_st.safe_io)
+    with atomic_file(path) as temporary, open(temporary, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _atomic_write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = _temporary_name(path)
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_file(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         json.dump(obj, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Delete temporary files a killed build left (call under the folder lock: no other build is writing)."""
+    for path in [*directory.glob(f".*{TEMP_TAG}*"), *directory.glob("*.tmp")]:  # *.tmp: earlier versions' names
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:
@@ -256,6 +252,7 @@ def build_cache(
         raise ValueError("cannot build a cache of zero texts")
     directory = Path(directory)
     with _folder_lock(directory):
+        _remove_stale_temporaries(directory)
         manifest = _manifest_for_build(directory, key, dtype, shard_size, overwrite)
         _fill_shards(model, texts, directory, manifest, batch_size, device, show_progress_bar)
     return TokenCache(directory)

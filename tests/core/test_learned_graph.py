@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from conftest import random_batch, randomized_glot
 from glot_st import GLOT
 from glot_st.graph import LEARNED_TEMPERATURE_INIT
+
+from conftest import random_batch, randomized_glot
 
 LENGTHS = [9, 4, 0, 1, 7]  # padding, an empty row, a single token
 CONVS = ["gat", "gcn", "gin", "sage"]

@@ -118,6 +118,8 @@ class GLOT(Module):
             logit, fed the edge weight (1 on binary graphs, the cosine on cosine graphs, the soft weight on learned
             ones). ``True``: on (the authors' GLOT has it, on a binary graph); ``False``: off; ``None``: on for
             ``edge_weight="cosine"`` only, as before the key existed (configs saved without it load so).
+        learned_floor: ``learned`` graph only: pairs with ``cos > learned_floor`` are its candidate edges, in
+            [-1, 1) (-1: every pair; both layouts use the same candidates).
         scorer_hidden: width of the readout's scorer MLP; ``None`` = ``max(128, D // 2)``.
         dropout: dropout on every layer's output and on GAT attention coefficients, during training only.
         backend: sparse kernels, ``auto`` | ``native`` | ``torch_scatter`` (see :mod:`glot_st.kernels`).
@@ -131,8 +133,6 @@ class GLOT(Module):
         output_token_states: also write the refined token states under ``glot_token_embeddings``.
         freeze_backbone: when the module becomes part of a model, freeze every module in front of it (no
             gradients, eval mode).
-        learned_floor: ``learned`` graph only: pairs with ``cos > learned_floor`` are its candidate edges, in
-            [-1, 1) (-1: every pair; both layouts use the same candidates).
         include_prompt: pool the prompt's tokens too. ``False`` leaves out the first ``prompt_length`` real tokens
             of every sentence (the ``prompt_length`` feature the ``Transformer`` sets when a prompt is used), as
             sentence-transformers' ``Pooling(include_prompt=False)`` does: they are no graph nodes at all.

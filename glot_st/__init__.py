@@ -9,12 +9,13 @@ from glot_st.baselines import AdaPool
 from glot_st.builder import from_backbone, load, push_to_hub, save
 from glot_st.graph import build_token_graph
 from glot_st.model_card import set_training_info
-from glot_st.module import GLOT
+from glot_st.module import AUTHORS_GLOT, GLOT
 from glot_st.seeding import reinitialize, seeded
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "AUTHORS_GLOT",
     "GLOT",
     "AdaPool",
     "__version__",

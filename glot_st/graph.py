@@ -6,6 +6,9 @@ Nodes are the valid (unmasked) tokens. An edge ``j -> i`` joins two tokens of th
 - ``graph="topk"``: ``j`` is among the ``k`` tokens most similar to ``i`` (``i`` itself excluded); directed
   (``i`` receives from its neighbours).
 - ``graph="mutual_knn"``: ``j`` is among ``i``'s ``k`` nearest and ``i`` among ``j``'s; symmetric.
+- ``graph="learned"`` (beyond the paper): every pair with ``cos(x_i, x_j) > floor`` is a candidate edge,
+  carrying its raw cosine; :class:`LearnedEdges` then turns the cosines into soft weights
+  ``sigmoid((cos - tau) / T)`` with a learned threshold ``tau`` and temperature ``T``.
 
 Every valid token also has a self-loop. No edge touches padding and no edge crosses sentences.
 
@@ -19,16 +22,19 @@ graph.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 from types import ModuleType
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from glot_st.graph_ops import DenseGraph, SparseGraph, valid_tokens
 from glot_st.kernels import get_kernels
 
-GRAPH_KINDS = ("threshold", "topk", "mutual_knn")
+GRAPH_KINDS = ("threshold", "topk", "mutual_knn", "learned")
 EDGE_WEIGHTS = ("binary", "cosine")
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
 # The graph defaults, written once: build_token_graph and the GLOT module both use them.
@@ -36,9 +42,16 @@ DEFAULT_TAU = 0.6
 DEFAULT_GRAPH = "threshold"
 DEFAULT_K = 8
 DEFAULT_EDGE_WEIGHT = "binary"
+# graph="learned": the cosine above which a pair is a candidate edge, and the temperature the soft threshold starts
+# from (its learned threshold starts from the configured tau)
+DEFAULT_LEARNED_FLOOR = 0.0
+LEARNED_TEMPERATURE_INIT = 0.1
 
 __all__ = [
     "DEFAULT_EDGE_WEIGHT",
+    "DEFAULT_LEARNED_FLOOR",
+    "LEARNED_TEMPERATURE_INIT",
+    "LearnedEdges",
     "DEFAULT_GRAPH",
     "DEFAULT_K",
     "DEFAULT_TAU",
@@ -80,6 +93,7 @@ def build_token_graph(
     graph: str = DEFAULT_GRAPH,
     k: int = DEFAULT_K,
     edge_weight: str = DEFAULT_EDGE_WEIGHT,
+    floor: float = DEFAULT_LEARNED_FLOOR,
     layout: str = "sparse",
     backend: str | ModuleType = "native",
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
@@ -91,9 +105,11 @@ def build_token_graph(
         token_states: (B, L, d) float tensor of any float dtype; similarity is computed in float32.
         attention_mask: (B, L) tensor, non-zero / True at real tokens (any positions: left or right padding).
         tau: cosine threshold in [-1, 1] for ``graph="threshold"`` (edges where ``sim > tau``).
-        graph: ``"threshold"`` | ``"topk"`` | ``"mutual_knn"``.
+        graph: ``"threshold"`` | ``"topk"`` | ``"mutual_knn"`` | ``"learned"`` (candidate edges where
+            ``sim > floor``, carrying the raw similarity whatever ``edge_weight`` says; see :class:`LearnedEdges`).
         k: neighbours per token for ``topk`` / ``mutual_knn`` (at least 1).
         edge_weight: ``"binary"`` (1 on every edge) or ``"cosine"`` (the similarity clamped at 0; self-loops 1).
+        floor: the candidate cosine of ``graph="learned"``, in [-1, 1).
         layout: ``"sparse"`` (destination-sorted CSR edge list) or ``"dense"`` (masked ``(B, L, L)`` adjacency).
         backend: kernel set name or module (see :mod:`glot_st.kernels`), stored on the graph for the layers.
         block_elements: the most similarity entries computed at once by the sparse layout (the dense layout
@@ -116,13 +132,19 @@ def build_token_graph(
         raise ValueError(f"unknown edge_weight {edge_weight!r}; choose one of {', '.join(EDGE_WEIGHTS)}")
     if layout not in ("sparse", "dense"):
         raise ValueError(f"unknown layout {layout!r}; choose 'sparse' or 'dense'")
+    if graph == "learned" and not -1.0 <= floor < 1.0:
+        raise ValueError(f"floor must be in [-1, 1) for graph='learned'; got {floor!r}")
     kernels = get_kernels(backend) if isinstance(backend, str) else backend
 
+    # the learned graph's candidates: a threshold graph at the floor, with the raw cosine (clamped at -1: none)
+    cosine, low = edge_weight == "cosine", 0.0
+    if graph == "learned":
+        graph, tau, cosine, low = "threshold", floor, True, -1.0
     mask = attention_mask.to(device=token_states.device).bool()
     states = token_states.float()
     inverse_norm = _inverse_norms(token_norms(states) if norm is None else norm, mask)
     if layout == "dense":
-        return _dense_graph(states, inverse_norm, mask, graph, tau, k, edge_weight == "cosine", kernels)
+        return _dense_graph(states, inverse_norm, mask, graph, tau, k, cosine, kernels, low)
     knn = _knn_indices(states, inverse_norm, mask, k, block_elements) if graph == "mutual_knn" else None
     flat_mask = mask.reshape(-1)
     node_position, node_batch, sentence_rowptr = valid_tokens(mask)
@@ -137,10 +159,9 @@ def build_token_graph(
     )
 
     node_id = (flat_mask.long().cumsum(0) - 1).view(batch, length)
-    cosine = edge_weight == "cosine"
     src_parts, dst_parts, weight_parts = [], [], []
     for b0, b1, r0, r1 in _blocks(mask, batch, length, block_elements):
-        g, i, j, w = _block_edges(states, inverse_norm, mask, b0, b1, r0, r1, graph, tau, k, knn, cosine)
+        g, i, j, w = _block_edges(states, inverse_norm, mask, b0, b1, r0, r1, graph, tau, k, knn, cosine, low)
         dst_parts.append(node_id[b0 + g, r0 + i])
         src_parts.append(node_id[b0 + g, j])
         if w is not None:
@@ -164,11 +185,12 @@ def _dense_graph(
     k: int,
     cosine: bool,
     kernels: ModuleType,
+    low: float = 0.0,
 ) -> DenseGraph:
     """The graph as a ``(B, L, L)`` adjacency, from one batched similarity: no edge list, no host sync.
 
     The comparisons are those of :func:`_block_edges` (on the same products), so both layouts hold the same
-    edges; every position gets a self-loop, padding rows nothing else.
+    edges; every position gets a self-loop, padding rows nothing else. Cosine weights are clamped at ``low``.
     """
     rows, cols = mask.unsqueeze(2), mask.unsqueeze(1)
     sim = _similarity(states, inverse_norm, 0, states.shape[0], 0, states.shape[1])  # (B, L, L) float32
@@ -190,7 +212,7 @@ def _dense_graph(
     weight = None
     if cosine:  # the clamped similarity on the edges of valid rows, 1 on their self-loops
         sim.diagonal(dim1=1, dim2=2).fill_(1.0)
-        weight = sim.clamp_min_(0.0).masked_fill_(~(adjacency & rows), 0.0)
+        weight = sim.clamp_min_(low).masked_fill_(~(adjacency & rows), 0.0)
     return DenseGraph(mask=mask, adjacency=adjacency, edge_weight=weight, kernels=kernels)
 
 
@@ -214,6 +236,7 @@ def _block_edges(
     k: int,
     knn: tuple[Tensor, Tensor] | None,
     cosine: bool,
+    low: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Edges of destination rows ``r0:r1`` of sentences ``b0:b1``, in (sentence, row, column) order.
 
@@ -222,7 +245,8 @@ def _block_edges(
 
     Returns:
         ``(g, i, j, weight)``: (E,) int64 block-local sentence ``g``, row ``i`` (token ``r0 + i``) and source
-        token ``j``; ``weight`` (E,) float32 (clamped cosine, 1 on self-loops) when ``cosine`` else ``None``.
+        token ``j``; ``weight`` (E,) float32 (cosine clamped at ``low``, 1 on self-loops) when ``cosine`` else
+        ``None``.
     """
     row_mask = mask[b0:b1, r0:r1]
     padded = not bool(mask[b0:b1].all())
@@ -258,7 +282,7 @@ def _block_edges(
     if not cosine:
         return g, i, j, None
     sim[:, diag - r0, diag] = 1.0
-    return g, i, j, sim[g, i, j].clamp_min_(0.0)
+    return g, i, j, sim[g, i, j].clamp_min_(low)
 
 
 def _candidate_edges(
@@ -326,3 +350,54 @@ def _knn_indices(
         indices[b0:b1, r0:r1] = top.indices.masked_fill(~found, -1)
         values[b0:b1, r0:r1] = top.values
     return indices, values
+
+
+class LearnedEdges(nn.Module):
+    """The soft edges of ``graph="learned"``: ``w_ij = sigmoid((cos_ij - tau) / T)`` on every candidate edge.
+
+    ``tau`` and ``log T`` are learned. As ``T -> 0`` the weights become the threshold graph at ``tau``; a larger
+    ``T`` lets pairs near the threshold take part with a partial weight, and gradients reach the threshold.
+    Self-loops keep weight 1. The candidates (``cos > floor``) are fixed by :func:`build_token_graph`, so pairs
+    below the floor never enter whatever ``tau`` becomes; with ``floor=-1`` every pair is a candidate.
+
+    Message passing uses the weights as any edge weights (GCN's adjacency, GIN's sum, SAGE's mean, GINE's edge
+    feature, GAT's edge term when on); GAT also adds ``log w_ij`` to its attention logits (after the LeakyReLU),
+    so that ``alpha_ij`` is proportional to ``w_ij exp(e_ij)`` and an edge of weight 0 is no edge.
+
+    Args:
+        tau: the threshold's initial value, in [-1, 1].
+        temperature: the temperature's initial value (> 0).
+
+    Attributes:
+        tau: () float32 parameter.
+        log_temperature: () float32 parameter, ``log T``.
+    """
+
+    def __init__(self, tau: float, temperature: float = LEARNED_TEMPERATURE_INIT):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature!r}")
+        self.tau = nn.Parameter(torch.tensor(float(tau)))
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+
+    def forward(self, graph: SparseGraph | DenseGraph) -> SparseGraph | DenseGraph:
+        """A copy of ``graph`` (built with ``graph="learned"``) whose edge weights are the soft weights and whose
+        ``log_weight`` is their log; both carry gradients to ``tau`` and ``log_temperature``."""
+        if isinstance(graph, SparseGraph):
+            on_candidate = graph.src != graph.dst  # every edge but the self-loops
+            weight, log_weight = self._soft(graph.weight, on_candidate)
+            weight = weight + (~on_candidate).to(weight.dtype)  # self-loops: 1
+            return dataclasses.replace(graph, weight=weight, log_weight=log_weight)
+        if graph.edge_weight is None:
+            raise ValueError("LearnedEdges needs a graph built with graph='learned' (it reads the cosines)")
+        eye = torch.eye(graph.adjacency.shape[-1], dtype=torch.bool, device=graph.adjacency.device)
+        valid_rows = graph.mask.unsqueeze(2)
+        weight, log_weight = self._soft(graph.edge_weight, graph.adjacency & valid_rows & ~eye)
+        weight = weight + (eye & valid_rows).to(weight.dtype)  # self-loops of real tokens: 1; padding rows: 0
+        return DenseGraph(graph.mask, graph.adjacency, weight, graph.kernels, log_weight=log_weight)
+
+    def _soft(self, cosine: Tensor, on_candidate: Tensor) -> tuple[Tensor, Tensor]:
+        """Soft weights and their logs where ``on_candidate``, ``(0, 0)`` elsewhere; ``cosine`` must be finite."""
+        scaled = (cosine - self.tau) * torch.exp(-self.log_temperature)
+        zero = scaled.new_zeros(())
+        return torch.where(on_candidate, torch.sigmoid(scaled), zero), torch.where(on_candidate, F.logsigmoid(scaled), zero)

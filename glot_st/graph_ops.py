@@ -45,8 +45,11 @@ class SparseGraph:
         src: (E,) int64 source node of every edge.
         dst: (E,) int64 destination node of every edge, sorted (ties by ascending ``src``).
         rowptr: (N+1,) int64 CSR row pointer over ``dst``.
-        weight: (E,) float32 edge weight (1 for binary graphs, the clamped cosine otherwise; 1 on self-loops).
+        weight: (E,) float32 edge weight (1 for binary graphs, the clamped cosine for cosine graphs, the soft
+            weight of a learned graph; 1 on self-loops).
         kernels: the kernel module (:mod:`glot_st.kernels.native` or ``.scatter``).
+        log_weight: (E,) float32 ``log(weight)`` of a learned graph (0 on self-loops), added to GAT's attention
+            logits after the LeakyReLU; ``None`` for the fixed graphs.
     """
 
     num_nodes: int
@@ -60,6 +63,7 @@ class SparseGraph:
     rowptr: Tensor
     weight: Tensor
     kernels: ModuleType
+    log_weight: Tensor | None = None
 
     layout = "sparse"
 
@@ -90,11 +94,15 @@ class SparseGraph:
         self, node_src: Tensor, node_dst: Tensor, negative_slope: float, edge_scale: Tensor | None = None
     ) -> Tensor:
         """GAT attention: softmax over each node's incoming edges of
-        ``LeakyReLU(node_src[j] + node_dst[i] + edge_scale * w_ij)``; (N, H), (N, H), (H,) -> (E, H)."""
+        ``LeakyReLU(node_src[j] + node_dst[i] + edge_scale * w_ij) [+ log w_ij]`` (the last term on learned graphs,
+        see :attr:`log_weight`); (N, H), (N, H), (H,) -> (E, H)."""
         logits = self.edge_logits(node_src, node_dst)
         if edge_scale is not None:
             logits = logits + self.edge_weights(edge_scale.to(logits.dtype))
-        return self.softmax(F.leaky_relu(logits, negative_slope))
+        logits = F.leaky_relu(logits, negative_slope)
+        if self.log_weight is not None:
+            logits = logits + self.log_weight.to(logits.dtype).unsqueeze(1)
+        return self.softmax(logits)
 
     # ---- reductions -----------------------------------------------------------------------------------
     def softmax(self, edge_logits: Tensor) -> Tensor:
@@ -162,18 +170,28 @@ class DenseGraph:
         mask: (B, L) bool, True at real tokens.
         adjacency: (B, L, L) bool, ``adjacency[b, i, j]`` = edge ``j -> i``; padding rows hold only their
             self-loop, padding columns nothing else.
-        edge_weight: (B, L, L) float32 edge weights of a ``cosine`` graph (zero off the graph and at padding
-            rows), or ``None`` for a binary graph (see :attr:`weight`).
+        edge_weight: (B, L, L) float32 edge weights of a ``cosine`` or learned graph (zero off the graph and at
+            padding rows), or ``None`` for a binary graph (see :attr:`weight`).
         kernels: kept for the sparse-layout readout.
+        log_weight: (B, L, L) float32 ``log(edge_weight)`` of a learned graph, 0 on self-loops and off the graph
+            (where the attention mask rules), or ``None``; as :attr:`SparseGraph.log_weight`.
     """
 
     layout = "dense"
 
-    def __init__(self, mask: Tensor, adjacency: Tensor, edge_weight: Tensor | None, kernels: ModuleType):
+    def __init__(
+        self,
+        mask: Tensor,
+        adjacency: Tensor,
+        edge_weight: Tensor | None,
+        kernels: ModuleType,
+        log_weight: Tensor | None = None,
+    ):
         self.mask = mask
         self.adjacency = adjacency
         self.edge_weight = edge_weight
         self.kernels = kernels
+        self.log_weight = log_weight
         self._valid: tuple[Tensor, Tensor, Tensor] | None = None
         self._bias: dict[tuple[int, torch.dtype], Tensor] = {}
 
@@ -279,8 +297,10 @@ class DenseGraph:
         if edge_scale is not None:
             bias = bias + self.weight.to(dst.dtype).unsqueeze(1) * edge_scale.to(dst.dtype).view(1, -1, 1, 1)
         logits = torch.baddbmm(bias.reshape(batch * heads, length, length), left, right)
-        alpha = torch.softmax(F.leaky_relu_(logits, negative_slope), dim=-1)
-        return alpha.view(batch, heads, length, length)
+        logits = F.leaky_relu_(logits, negative_slope).view(batch, heads, length, length)
+        if self.log_weight is not None:  # 0 off the graph, so the mask's lowest value stays there
+            logits = logits + self.log_weight.to(logits.dtype).unsqueeze(1)
+        return torch.softmax(logits, dim=-1)
 
     def _attention_bias(self, heads: int, dtype: torch.dtype) -> Tensor:
         """(B, H, L, L) additive attention mask, 0 on the graph and the lowest finite value off it, which the

@@ -6,9 +6,12 @@ They follow PyTorch Geometric's definitions and parameter shapes (so weights cop
 per-edge values by gather, normalisation by a scatter softmax or degree over destinations, and aggregation
 by a sparse matmul. Graphs already carry self-loops, so no layer adds them.
 
-Edge weights (``edge_weight="cosine"`` graphs; all ones for binary graphs) enter every layer:
-GCN's normalised adjacency, GINE's edge feature, a weighted sum (GIN) or weighted mean (SAGE), and GAT's
-edge-feature attention term (PyG's ``edge_dim=1``) when ``use_edge_weight`` is set.
+Edge weights (``edge_weight="cosine"`` graphs; the soft weights of ``graph="learned"``; all ones for binary
+graphs) enter every layer: GCN's normalised adjacency, GINE's edge feature, a weighted sum (GIN) or weighted mean
+(SAGE), and GAT's edge-feature attention term (PyG's ``edge_dim=1``) when ``use_edge_weight`` is set. On a learned
+graph GAT also adds the log-weight to its attention logits (see :class:`glot_st.graph.LearnedEdges`).
+
+Initialisation is PyG's: Glorot-uniform weights and attention vectors, zero biases.
 """
 
 from __future__ import annotations
@@ -74,12 +77,16 @@ class GATLayer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """PyG's initialisation: Glorot-uniform over the last two axes (for the (1, H, C) attention vectors a bound
+        of ``sqrt(6 / (H + C))``, as PyG's ``glorot``)."""
         nn.init.xavier_uniform_(self.lin.weight)
-        nn.init.xavier_uniform_(self.att_src)
-        nn.init.xavier_uniform_(self.att_dst)
+        attention = [self.att_src, self.att_dst]
         if self.lin_edge is not None:
             nn.init.xavier_uniform_(self.lin_edge.weight)
-            nn.init.xavier_uniform_(self.att_edge)
+            attention.append(self.att_edge)
+        bound = (6.0 / (self.heads + self.channels)) ** 0.5
+        for vector in attention:
+            nn.init.uniform_(vector, -bound, bound)
 
     def forward(self, x: Tensor, graph: SparseGraph | DenseGraph) -> Tensor:
         """(N, in_dim) -> (N, out_dim)."""

@@ -16,9 +16,11 @@ from glot_st.graph import (
     DEFAULT_EDGE_WEIGHT,
     DEFAULT_GRAPH,
     DEFAULT_K,
+    DEFAULT_LEARNED_FLOOR,
     DEFAULT_TAU,
     EDGE_WEIGHTS,
     GRAPH_KINDS,
+    LearnedEdges,
     build_token_graph,
     token_norms,
 )
@@ -34,7 +36,7 @@ logger = logging.getLogger(__name__)
 LAYOUTS = ("auto", "sparse", "dense")
 # Config keys a saved ``glot_config.json`` may lack, with the value that reproduces what the versions before the key
 # computed: models saved by those versions load unchanged.
-ADDED_CONFIG_KEYS = {"include_prompt": True}
+ADDED_CONFIG_KEYS = {"include_prompt": True, "gat_edge_term": None, "learned_floor": DEFAULT_LEARNED_FLOOR}
 # Config keys that do not change the embeddings (beyond float tolerance): a saved config lacking one loads with its
 # default and a warning. Every other key missing is an error.
 RUNTIME_CONFIG_KEYS = ("backend", "layout", "dense_max_elements", "output_token_states", "freeze_backbone")
@@ -47,9 +49,30 @@ DEFAULT_DENSE_MAX_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 26}
 # The dense layout computes every padded position; on a CPU, where counting the real tokens costs no sync,
 # ``auto`` also needs at least this share of the (B, L) grid to be real tokens (measured, as above).
 DENSE_MIN_FILL_CPU = 0.7
+# The GLOT arguments (besides ``in_dim``) that rebuild the authors' module (ipsitmantri/GLOT, main.py, class GLOT,
+# with its command-line defaults): two PyG GATConv(edge_dim=1) layers of width 128 fed unit edge attributes on a
+# threshold graph at 0.3, ReLU after each, jumping knowledge by concatenation, a tanh scorer of width
+# max(128, D // 2) (``scorer_hidden=None``), no dropout. ``GLOT(in_dim, **AUTHORS_GLOT)`` takes their weights
+# under the same parameter names (``convs.`` -> ``layers.``, ``score_layer.`` -> ``readout.scorer.``); see the
+# README's "Fidelity to the authors' code" for what differs and ``tests/core/test_authors_parity.py`` for the check.
+AUTHORS_GLOT: dict[str, Any] = {
+    "hidden_dim": 128,
+    "num_layers": 2,
+    "conv": "gat",
+    "heads": 1,
+    "concat_heads": True,
+    "jk": "cat",
+    "tau": 0.3,
+    "graph": "threshold",
+    "edge_weight": "binary",
+    "gat_edge_term": True,
+    "scorer_hidden": None,
+    "dropout": 0.0,
+}
 
 __all__ = [
     "ADDED_CONFIG_KEYS",
+    "AUTHORS_GLOT",
     "DEFAULT_DENSE_MAX_ELEMENTS",
     "DENSE_MIN_FILL_CPU",
     "GLOT",
@@ -82,11 +105,20 @@ class GLOT(Module):
         concat_heads: GAT heads concatenated (``hidden_dim // heads`` channels each) or averaged.
         jk: jumping knowledge, ``cat`` (width ``in_dim + K * hidden_dim``), ``max`` or ``mean`` (width
             ``hidden_dim``; the input is linearly projected to ``hidden_dim`` first).
-        tau: cosine threshold of the ``threshold`` graph, in [-1, 1]; edges where ``cos > tau``.
-        graph: ``threshold`` | ``topk`` | ``mutual_knn``.
+        tau: cosine threshold of the ``threshold`` graph, in [-1, 1]; edges where ``cos > tau``. For the
+            ``learned`` graph, the initial value of its learned threshold.
+        graph: ``threshold`` | ``topk`` | ``mutual_knn`` | ``learned`` (soft edges ``sigmoid((cos - tau) / T)``
+            with ``tau`` and ``T`` learned, on the candidate pairs ``cos > learned_floor``; see
+            :class:`glot_st.graph.LearnedEdges`).
         k: neighbours per token for ``topk`` and ``mutual_knn``.
         edge_weight: ``binary`` or ``cosine`` (similarity clamped at 0); see :mod:`glot_st.layers` for how
-            each conv uses it.
+            each conv uses it. The ``learned`` graph sets its own weights and needs ``binary``.
+        gat_edge_term: GAT only: PyG's ``edge_dim=1`` edge-feature term ``a_edge . W_e w_ij`` inside every attention
+            logit, fed the edge weight (1 on binary graphs, the cosine on cosine graphs, the soft weight on learned
+            ones). ``True``: on (the authors' GLOT has it, on a binary graph); ``False``: off; ``None``: on for
+            ``edge_weight="cosine"`` only, as before the key existed (configs saved without it load so).
+        learned_floor: ``learned`` graph only: pairs with ``cos > learned_floor`` are its candidate edges, in
+            [-1, 1) (-1: every pair; both layouts use the same candidates).
         scorer_hidden: width of the readout's scorer MLP; ``None`` = ``max(128, D // 2)``.
         dropout: dropout on every layer's output and on GAT attention coefficients, during training only.
         backend: sparse kernels, ``auto`` | ``native`` | ``torch_scatter`` (see :mod:`glot_st.kernels`).
@@ -127,6 +159,8 @@ class GLOT(Module):
         "graph",
         "k",
         "edge_weight",
+        "gat_edge_term",
+        "learned_floor",
         "scorer_hidden",
         "dropout",
         "backend",
@@ -150,6 +184,8 @@ class GLOT(Module):
         graph: str = DEFAULT_GRAPH,
         k: int = DEFAULT_K,
         edge_weight: str = DEFAULT_EDGE_WEIGHT,
+        gat_edge_term: bool | None = None,
+        learned_floor: float = DEFAULT_LEARNED_FLOOR,
         scorer_hidden: int | None = None,
         dropout: float = 0.1,
         backend: str = "auto",
@@ -172,6 +208,8 @@ class GLOT(Module):
         self.graph = graph
         self.k = int(k)
         self.edge_weight = edge_weight
+        self.gat_edge_term = gat_edge_term
+        self.learned_floor = float(learned_floor)
         self.scorer_hidden = None if scorer_hidden is None else int(scorer_hidden)
         self.dropout = float(dropout)
         self.backend = backend
@@ -191,10 +229,12 @@ class GLOT(Module):
                 heads=self.heads,
                 concat_heads=self.concat_heads,
                 dropout=self.dropout,
-                use_edge_weight=edge_weight == "cosine",
+                use_edge_weight=edge_weight == "cosine" if gat_edge_term is None else gat_edge_term,
             )
             for i in range(self.num_layers)
         )
+        # the learned graph's threshold and temperature (absent otherwise, so fixed-graph weights are unchanged)
+        self.learned_edges = LearnedEdges(self.tau) if graph == "learned" else None
         self.jumping_knowledge = JumpingKnowledge(jk, self.in_dim, self.hidden_dim, self.num_layers)
         self.readout = AttentionReadout(self.jumping_knowledge.out_dim, self.scorer_hidden)
 
@@ -346,10 +386,13 @@ class GLOT(Module):
                 graph=self.graph,
                 k=self.k,
                 edge_weight=self.edge_weight,
+                floor=self.learned_floor,
                 layout=layout,
                 backend=self._kernels,
                 norm=norm,
             )
+        if self.learned_edges is not None:
+            graph = self.learned_edges(graph)  # soft weights, with gradients to the threshold and temperature
         if layout == "dense":
             return self._pool_dense(token_states, mask, graph, with_tokens, *padding)
         dtype = self.readout.scorer[0].weight.dtype
@@ -502,6 +545,7 @@ def _validate_config(config: dict[str, Any]) -> None:
     choice("graph", GRAPH_KINDS)
     choice("edge_weight", EDGE_WEIGHTS)
     choice("layout", LAYOUTS)
+    _validate_graph_options(config)
     tau = config["tau"]
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not -1.0 <= float(tau) <= 1.0:
         raise ValueError(f"tau must be a number in [-1, 1]; got {tau!r}")
@@ -514,3 +558,17 @@ def _validate_config(config: dict[str, Any]) -> None:
         raise ValueError(
             f"hidden_dim={config['hidden_dim']} must be divisible by heads={config['heads']} when heads are concatenated"
         )
+
+
+def _validate_graph_options(config: dict[str, Any]) -> None:
+    """Raise ValueError naming a bad ``gat_edge_term`` / ``learned_floor`` or a combination that cannot work."""
+    edge_term = config["gat_edge_term"]
+    if edge_term is not None and not isinstance(edge_term, bool):
+        raise ValueError(f"gat_edge_term must be true, false or null; got {edge_term!r}")
+    if edge_term and config["conv"] != "gat":
+        raise ValueError(f"gat_edge_term applies to conv='gat' only; this config has conv={config['conv']!r}")
+    floor = config["learned_floor"]
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not -1.0 <= float(floor) < 1.0:
+        raise ValueError(f"learned_floor must be a number in [-1, 1); got {floor!r}")
+    if config["graph"] == "learned" and config["edge_weight"] != "binary":
+        raise ValueError("graph='learned' sets its own soft edge weights; leave edge_weight='binary'")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from glot_st.baselines import make_pooler
-from glot_st.module import ADDED_CONFIG_KEYS, GLOT
+from glot_st.module import ADDED_CONFIG_KEYS, AUTHORS_GLOT, GLOT
 from glot_st.train.cache import backbone_identity
 from glot_st.train.guards import check_training_arguments
 from glot_st.train.loop import recipe_defaults, seed_everything, train_cached
@@ -42,6 +42,7 @@ from glot_st.train.splits import TextSplit
 
 __all__ = [
     "EXTRA_METHODS",
+    "GLOT_VARIANTS",
     "METHODS",
     "METHOD_LABELS",
     "Budget",
@@ -64,10 +65,17 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("cls", "mean", "max", "adapool", "glot")
+# GLOT variants by name: the config keys each sets, laid over the run's glot_config (the authors' exact module;
+# PyG's GAT edge term on the library defaults; the learned graph)
+GLOT_VARIANTS: dict[str, dict[str, Any]] = {
+    "glot_authors": AUTHORS_GLOT, "glot_edge_term": {"gat_edge_term": True}, "glot_learned": {"graph": "learned"},
+}
 # methods a run may ask for beyond the default comparison: GLOT started from mean pooling (init_as_mean_pooling)
-EXTRA_METHODS: tuple[str, ...] = ("glot_mean_init",)
+# and the GLOT_VARIANTS
+EXTRA_METHODS: tuple[str, ...] = ("glot_mean_init", *GLOT_VARIANTS)
 METHOD_LABELS: dict[str, str] = {
     "cls": "CLS", "mean": "Mean", "max": "Max", "adapool": "AdaPool", "glot": "GLOT", "glot_mean_init": "GLOT (mean init)",
+    "glot_authors": "GLOT (authors')", "glot_edge_term": "GLOT (edge term)", "glot_learned": "GLOT (learned graph)",
 }
 Log = Callable[[str], None]
 
@@ -155,7 +163,8 @@ def make_method_pooler(name: str, in_dim: int, glot_config: dict[str, Any] | Non
 
     Args:
         name: one of ``METHODS`` (``cls``, ``mean``, ``max``, ``adapool``, ``glot``) or ``EXTRA_METHODS``
-            (``glot_mean_init``: GLOT after :meth:`~glot_st.GLOT.init_as_mean_pooling`).
+            (``glot_mean_init``: GLOT after :meth:`~glot_st.GLOT.init_as_mean_pooling`; a ``GLOT_VARIANTS`` name:
+            GLOT with that variant's keys over ``glot_config``).
         in_dim: token width of the backbone.
         glot_config: GLOT arguments other than ``in_dim`` (``None``: the library defaults).
     """
@@ -163,6 +172,8 @@ def make_method_pooler(name: str, in_dim: int, glot_config: dict[str, Any] | Non
         return GLOT(in_dim=in_dim, **(glot_config or {}))
     if name == "glot_mean_init":
         return GLOT(in_dim=in_dim, **(glot_config or {})).init_as_mean_pooling()
+    if name in GLOT_VARIANTS:
+        return GLOT(in_dim=in_dim, **{**(glot_config or {}), **GLOT_VARIANTS[name]})
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     return make_pooler(name, in_dim)

@@ -155,6 +155,24 @@ def test_pool_forward_and_backward_match(conv, edge_weight, layout):
     assert float(grads_n[0].abs().sum()) > 0
 
 
+@pytest.mark.parametrize(
+    "config", [dict(conv="gat", heads=2, hidden_dim=6, gat_edge_term=True), dict(conv="gat", graph="learned"),
+               dict(conv="gcn", graph="learned"), dict(conv="gine", graph="learned")], ids=str,
+)
+def test_pool_forward_and_backward_match_with_the_edge_term_and_the_learned_graph(config):
+    _scatter()
+    states, mask = random_batch(4, 9, 8, seed=5, lengths=[9, 3, 0, 6])
+    results = {}
+    for backend in ("native", "torch_scatter"):
+        glot = _random_glot(7, layout="sparse", backend=backend, **config)
+        out = glot.pool(states.double(), mask)
+        grads = torch.autograd.grad(out.pow(2).sum(), [p for p in glot.parameters() if p.requires_grad])
+        results[backend] = (out, grads)
+    torch.testing.assert_close(results["torch_scatter"][0], results["native"][0], atol=ATOL, rtol=1e-9)
+    for a, b in zip(results["native"][1], results["torch_scatter"][1]):
+        torch.testing.assert_close(b, a, atol=ATOL, rtol=1e-7)
+
+
 @pytest.mark.parametrize("graph", ["topk", "mutual_knn"])
 def test_pool_matches_on_knn_graphs(graph):
     _scatter()

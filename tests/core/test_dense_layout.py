@@ -17,6 +17,8 @@ CONFIGS = [
     dict(conv="gcn", edge_weight="cosine", jk="max"),
     dict(conv="gin", graph="topk", k=2),
     dict(conv="sage", graph="mutual_knn", k=2, jk="mean"),
+    dict(conv="gat", heads=2, graph="learned", gat_edge_term=True),
+    dict(conv="gcn", graph="learned", learned_floor=-1.0),
 ]
 
 

@@ -34,6 +34,7 @@ SHA = "89abcdef0123456789abcdef0123456789abcdef"
 CONFIGS = {
     "default": {},
     "sage-max-topk": dict(conv="sage", jk="max", graph="topk", k=3, edge_weight="cosine", hidden_dim=12, tau=0.3),
+    "gat-learned-edge-term": dict(graph="learned", gat_edge_term=True, hidden_dim=12, tau=0.3, learned_floor=-0.5),
 }
 
 NO_GLOT_SCRIPT = r"""

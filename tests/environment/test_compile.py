@@ -22,6 +22,9 @@ CONFIGS = [
     dict(conv="gcn", edge_weight="cosine", jk="mean"),
     dict(conv="gin", graph="topk", k=2),
     dict(conv="sage", graph="mutual_knn", k=2),
+    dict(conv="gat", heads=2, gat_edge_term=True),
+    dict(conv="gat", graph="learned"),
+    dict(conv="gin", graph="learned", learned_floor=-1.0),
 ]
 
 

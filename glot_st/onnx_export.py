@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -353,7 +354,8 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
 def _staging(target: Path, overwrite: bool) -> Iterator[Path]:
     """A hidden sibling folder of ``target``, renamed to ``target`` when the block succeeds, deleted otherwise."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()  # with the caller's umask (mkdtemp would make it private)
     try:
         yield staging
         _move_into_place(staging, target, overwrite)

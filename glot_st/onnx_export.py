@@ -235,6 +235,11 @@ def check_exportable(model: Any, head: nn.Module | None = None, labels: Sequence
     glot = modules[1]
     if glot.conv == "gine":
         raise ValueError("conv='gine' runs on the sparse layout only; the export needs the dense layout")
+    if not glot.include_prompt:
+        raise ValueError(
+            "GLOT has include_prompt=False: it leaves out the prompt's tokens, which the exported graph cannot tell "
+            "from the text's; the export needs include_prompt=True"
+        )
     if getattr(model, "default_prompt_name", None):
         raise ValueError(
             f"the model adds the prompt {model.default_prompt_name!r} by default, which the exported tokenizer "

@@ -167,6 +167,8 @@ def test_bad_models_are_refused_before_any_file(backbone, tmp_path):
         export_onnx(mean_model, tmp_path / "a")
     with pytest.raises(ValueError, match="gine"):
         check_exportable(_glot_model(backbone, conv="gine"))
+    with pytest.raises(ValueError, match="include_prompt=False"):
+        check_exportable(_glot_model(backbone, include_prompt=False))
     model = _glot_model(backbone)
     with pytest.raises(ValueError, match="3 outputs; pass labels"):
         export_onnx(model, tmp_path / "b", head=torch.nn.Linear(model.get_sentence_embedding_dimension(), 3),

@@ -10,6 +10,7 @@ from glot_st.builder import from_backbone, load, push_to_hub, save
 from glot_st.graph import build_token_graph
 from glot_st.model_card import set_training_info
 from glot_st.module import AUTHORS_GLOT, GLOT
+from glot_st.onnx_export import export_onnx
 from glot_st.seeding import reinitialize, seeded
 
 __version__ = "0.2.0"
@@ -20,6 +21,7 @@ __all__ = [
     "AdaPool",
     "__version__",
     "build_token_graph",
+    "export_onnx",
     "from_backbone",
     "load",
     "push_to_hub",

@@ -494,6 +494,40 @@ def _model_folder(path: str) -> str:
     return path
 
 
+# ----------------------------------------------------------------------------------- ONNX export
+
+
+@subcommand(
+    "export",
+    help="export a saved GLOT model (and its classification head) as one ONNX graph with its tokenizer",
+    arguments=(
+        arg("--model", required=True, help="a saved GLOT model folder (with glot_head/ when trained with a head)"),
+        arg("--output", required=True, help="the export folder to create (model.onnx, tokenizer.json, glot_onnx.json)"),
+        arg("--quantize", action="store_true", help="also write model_int8.onnx (int8 dynamic quantization)"),
+        arg("--overwrite", action="store_true", help="replace an existing --output folder once the export is complete"),
+        arg("--no-head", action="store_true", help="export the embeddings only, even when the folder holds a head"),
+    ),
+)
+def export_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import glot_st
+    from glot_st.onnx_export import check_output_folder, read_manifest
+    from glot_st.train.export_head import probability_head
+    from glot_st.train.heads import HEAD_SUBFOLDER, load_head
+
+    check_output_folder(args.output, args.overwrite)
+    folder = Path(_model_folder(args.model))
+    head, labels = None, None
+    if not args.no_head and (folder / HEAD_SUBFOLDER).is_dir():
+        head, labels = probability_head(load_head(folder))
+    model = glot_st.load(str(folder), device="cpu")
+    out = glot_st.export_onnx(model, args.output, head=head, labels=labels, quantize=args.quantize, overwrite=args.overwrite)
+    manifest = read_manifest(out)
+    print(json.dumps({"output": str(out), **{k: manifest[k] for k in ("files", "inputs", "outputs", "labels")}}))
+    return 0
+
+
 # ----------------------------------------------------------------------------------- evaluation runners
 # (glot_st.bench.stress_runner, glue_runner; a flag left at None takes the runner's own default, shown in the help)
 

@@ -194,25 +194,26 @@ def _dense_graph(
     """
     rows, cols = mask.unsqueeze(2), mask.unsqueeze(1)
     sim = _similarity(states, inverse_norm, 0, states.shape[0], 0, states.shape[1])  # (B, L, L) float32
+    # the diagonal as a (L, L) bool, applied out of place (an in-place fill of a diagonal view does not export)
+    diagonal = torch.eye(states.shape[1], dtype=torch.bool, device=states.device)
     if graph == "threshold":
         # padding has NaN similarities, hence no edge: no (B, L, L) mask pass needed
         adjacency = sim > tau
     else:
         # k nearest other valid tokens of every row, as a (B, L, L) bool; the self-loop is added below
-        candidates = sim.masked_fill(~cols if graph == "topk" else ~(rows & cols), float("-inf"))
-        candidates.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+        excluded = (~cols if graph == "topk" else ~(rows & cols)) | diagonal
+        candidates = sim.masked_fill(excluded, float("-inf"))
         top = candidates.topk(min(k, sim.shape[-1]), dim=-1)
         del candidates
         adjacency = torch.zeros(sim.shape, dtype=torch.bool, device=sim.device)
         adjacency.scatter_(-1, top.indices, top.values > float("-inf"))
         if graph == "mutual_knn":
             adjacency = adjacency & adjacency.transpose(1, 2)
-        adjacency &= rows
-    adjacency.diagonal(dim1=1, dim2=2).fill_(True)
+        adjacency = adjacency & rows
+    adjacency = adjacency | diagonal
     weight = None
     if cosine:  # the clamped similarity on the edges of valid rows, 1 on their self-loops
-        sim.diagonal(dim1=1, dim2=2).fill_(1.0)
-        weight = sim.clamp_min_(low).masked_fill_(~(adjacency & rows), 0.0)
+        weight = sim.masked_fill(diagonal, 1.0).clamp_min_(low).masked_fill_(~(adjacency & rows), 0.0)
     return DenseGraph(mask=mask, adjacency=adjacency, edge_weight=weight, kernels=kernels)
 
 

@@ -111,6 +111,11 @@ class Budget:
         weight_decay: AdamW weight decay.
         validation_fraction: share of the training rows carved out (stratified, fixed seed) to select the
             epoch on; the dev / test split is never used to select.
+        ema_decay: average the pooler and head weights (``None``: no averaging); see ``train_cached``.
+        lr_schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay of the rate over the planned steps.
+        warmup_fraction: share of the planned steps with a linear warm-up.
+        search: ``None``, or a grid (``True``: the default grid) that every method searches over its own
+            runs, the same number of trials each, chosen on its validation slice.
     """
 
     epochs: int = _TRAIN_DEFAULTS["epochs"]
@@ -119,6 +124,10 @@ class Budget:
     batch_size: int = _TRAIN_DEFAULTS["batch_size"]
     weight_decay: float = _TRAIN_DEFAULTS["weight_decay"]
     validation_fraction: float = _TRAIN_DEFAULTS["validation_fraction"]
+    ema_decay: float | None = _TRAIN_DEFAULTS["ema_decay"]
+    lr_schedule: str = _TRAIN_DEFAULTS["lr_schedule"]
+    warmup_fraction: float = _TRAIN_DEFAULTS["warmup_fraction"]
+    search: Any = _TRAIN_DEFAULTS["search"]
 
     def __post_init__(self) -> None:
         check_training_arguments(**dataclasses.asdict(self))
@@ -234,6 +243,10 @@ def train_method(
         batch_size=budget.batch_size,
         lr=budget.lr,
         weight_decay=budget.weight_decay,
+        ema_decay=budget.ema_decay,
+        lr_schedule=budget.lr_schedule,
+        warmup_fraction=budget.warmup_fraction,
+        search=budget.search,
         seed=seed,
         cache_dir=cache_dir,
         show_progress_bar=show_progress_bar,
@@ -251,6 +264,7 @@ def train_method(
         "eval_seconds": float(sum(h["eval_seconds"] for h in history)),
         "cache_seconds": float(result.cache_seconds),
         "trainable_parameters": int(result.trainable_parameters),
+        "search": result.search,
     }
 
 
@@ -291,6 +305,20 @@ def _cell(summary: dict[str, Any] | None, scale: float = 100.0, digits: int = 1)
     if summary["n"] == 1:
         return f"{summary['mean'] * scale:.{digits}f}"
     return f"{summary['mean'] * scale:.{digits}f} ± {summary['std'] * scale:.{digits}f}"
+
+
+def _recipe_words(budget: dict[str, Any]) -> str:
+    """The recipe options of a protocol's budget beyond AdamW at a constant rate, as a clause (``""`` if none);
+    budgets written before these options existed read as the plain recipe."""
+    words = []
+    if budget.get("lr_schedule", "constant") != "constant" or budget.get("warmup_fraction", 0.0):
+        words.append(f"{budget.get('lr_schedule', 'constant')} rate with {budget.get('warmup_fraction', 0.0):.0%} warm-up")
+    if budget.get("ema_decay") is not None:
+        words.append(f"scored and kept with averaged weights (EMA decay {budget['ema_decay']:g})")
+    if budget.get("search") is not None:
+        grid = budget["search"] if isinstance(budget["search"], dict) else "the default grid"
+        words.append(f"the best of a validation-selected search over {grid}")
+    return "".join(f", {w}" for w in words)
 
 
 def _token_stats(backbone: Any, texts: Sequence[str]) -> dict[str, int]:
@@ -531,7 +559,7 @@ def stress_markdown(results: dict[str, Any]) -> str:
         f"{protocol['n_eval']} eval texts of {protocol['length']} words; frozen MiniLM (max_seq_length "
         f"{protocol['max_seq_length']}), linear head; at most {budget['epochs']} epochs, patience "
         f"{budget['patience']}, AdamW lr {budget['lr']:g}, batch {budget['batch_size']}, weight decay "
-        f"{budget['weight_decay']:g} for every method; GLOT with the library defaults.",
+        f"{budget['weight_decay']:g}{_recipe_words(budget)} for every method; GLOT with the library defaults.",
         "",
         f"Methods with mean accuracy ≥ {STRESS_TARGET * 100:.0f}% (ours): "
         + "; ".join(
@@ -857,7 +885,7 @@ def glue_markdown(results: dict[str, Any]) -> str:
         "heads: linear on z (CoLA, SST-2), linear on [z1; z2; |z1 - z2|; z1 * z2] (MRPC, RTE), cosine of a learned "
         "linear projection of z1, z2 trained with MSE (STS-B). Every method: at most "
         f"{budget['epochs']} epochs, patience {budget['patience']}, AdamW lr {budget['lr']:g}, batch "
-        f"{budget['batch_size']}, weight decay {budget['weight_decay']:g}; GLOT with the library defaults"
+        f"{budget['batch_size']}, weight decay {budget['weight_decay']:g}{_recipe_words(budget)}; GLOT with the library defaults"
         + (" (GLOT (mean init): after GLOT.init_as_mean_pooling())" if "glot_mean_init" in protocol["methods"] else "")
         + ". "
         f"Training rows used / available (fixed random subset, seed {protocol['subset_seed']}, same for all "

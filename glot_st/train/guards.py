@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from glot_st.train.recipe import check_recipe_arguments, grid_settings
+
 __all__ = [
     "backbone_token_limit",
     "check_output_dir",
@@ -105,6 +107,10 @@ def check_training_arguments(
     overwrite: bool = False,
     patience: Any = None,
     validation_fraction: Any = 0.0,
+    ema_decay: Any = None,
+    lr_schedule: Any = "constant",
+    warmup_fraction: Any = 0.0,
+    search: Any = None,
 ) -> None:
     """Check the arguments of a training run (call before building any cache).
 
@@ -120,6 +126,9 @@ def check_training_arguments(
         overwrite: allow a non-empty non-model ``output_dir``.
         patience: ``None`` or an int >= 1.
         validation_fraction: a number in ``[0, 1)``.
+        ema_decay, lr_schedule, warmup_fraction: see :func:`glot_st.train.recipe.check_recipe_arguments`.
+        search: ``None``, ``True`` or a grid (:func:`glot_st.train.recipe.grid_settings`) whose every setting
+            passes these checks.
 
     Raises:
         ValueError: naming the first bad argument and its value.
@@ -138,6 +147,13 @@ def check_training_arguments(
     _finite_number("validation_fraction", validation_fraction, positive=False)
     if validation_fraction >= 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    check_recipe_arguments(ema_decay=ema_decay, lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, search=search)
+    for setting in grid_settings(search) if search is not None else ():
+        check_training_arguments(
+            **{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+               "patience": patience, "ema_decay": ema_decay, "lr_schedule": lr_schedule,
+               "warmup_fraction": warmup_fraction, **setting}
+        )
     if model is not None:
         length = getattr(model, "max_seq_length", None)
         if length is not None:

@@ -38,6 +38,7 @@ from glot_st.train.guards import check_training_arguments, ensure_finite
 from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, make_head
 from glot_st.train.inputs import prepare_splits
 from glot_st.train.metrics import compute_metric
+from glot_st.train.recipe import WeightAverage, averaged_weights, grid_settings, make_lr_schedule, run_search
 
 __all__ = [
     "HEAD_SUBFOLDER",
@@ -80,6 +81,8 @@ class TrainResult:
         head: the trained head (best epoch).
         output_dir: where the model and head were saved, or ``None``.
         task: the task trained: one line naming its kind, classes or score range and metric.
+        search: with ``train_cached(search=...)``: ``{"trials": [{"setting", "validation_metric", "best_epoch",
+            "eval_metric"}, ...], "chosen": setting}`` (chosen on the validation score only); else ``None``.
     """
 
     history: list[dict[str, Any]]
@@ -95,6 +98,7 @@ class TrainResult:
     head: TaskHead = field(repr=False)
     output_dir: str | None = None
     task: str | None = None
+    search: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (without the head module)."""
@@ -339,6 +343,10 @@ def train_cached(
     eval_batch_size: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.01,
+    ema_decay: float | None = None,
+    lr_schedule: str = "constant",
+    warmup_fraction: float = 0.0,
+    search: dict[str, Any] | bool | None = None,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
     cache_dtype: str = DEFAULT_CACHE_DTYPE,
@@ -387,6 +395,19 @@ def train_cached(
         eval_batch_size: examples per scoring batch (default ``2 * batch_size``).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        ema_decay: ``None`` (score and keep the raw weights), or average the trainable weights of pooler and head
+            after every optimizer step (:class:`glot_st.train.recipe.WeightAverage`: uniform at first, then an
+            exponential moving average with this decay; ``1.0`` = uniform over all steps); validation, eval
+            scoring and the kept / saved state then use the average, while the raw weights keep training.
+        lr_schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay of the rate over the planned steps
+            (``epochs`` x steps per epoch; early stopping does not shorten the plan).
+        warmup_fraction: share of the planned steps with a linear warm-up of the rate, in ``[0, 1)``.
+        search: ``None``, or a grid ``{name: [values, ...]}`` over ``lr``, ``weight_decay``, ``ema_decay``,
+            ``lr_schedule``, ``warmup_fraction``, ``batch_size``, ``epochs``, ``patience`` (``True``: the fixed
+            :data:`glot_st.train.recipe.DEFAULT_SEARCH_GRID`): one full run per setting from the same starting
+            weights, seed and validation split; the best validation score wins (the eval split is never
+            used to choose) and ``TrainResult.search`` lists the trials. With ``output_dir`` the winning
+            setting is trained once more (the same seed repeats its run) and saved.
         seed: seeds torch / numpy / random (head init, dropout) and the batch order.
         cache_dir: root of the token-state caches (one sub-folder per split and key; reused across runs);
             ``None`` = a temporary folder deleted at the end.
@@ -415,11 +436,15 @@ def train_cached(
             On this or any other error the pooler and a given head get back the weights they had before the
             run.
     """
+    arguments = dict(locals())
     check_training_arguments(
         model, epochs=epochs, batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr,
         weight_decay=weight_decay, cache_batch_size=cache_batch_size, bucket_size=bucket_size,
         output_dir=output_dir, overwrite=overwrite, patience=patience, validation_fraction=validation_fraction,
+        ema_decay=ema_decay, lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, search=search,
     )
+    if search is not None:
+        return _train_with_search(arguments)
     prepared = prepare_splits(
         train_split, {"eval": eval_split, "validation": validation_split}, columns=columns, task=task,
         head_kind=head_kind, head_config=head_config,
@@ -483,6 +508,8 @@ def train_cached(
             train_data.lengths(), batch_size, shuffle=True, seed=seed, bucket_size=bucket
         )
         score_batch = eval_batch_size or 2 * batch_size
+        schedule = make_lr_schedule(optimizer, epochs * len(sampler), lr_schedule, warmup_fraction) if params else None
+        average = WeightAverage((pooler, head), ema_decay) if ema_decay is not None and params else None
 
         history: list[dict[str, Any]] = []
         best_score, best_epoch, best_state = -math.inf, 0, None
@@ -507,6 +534,9 @@ def train_cached(
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
+                    schedule.step()
+                    if average is not None:
+                        average.update()
                 total += loss.item() * len(rows)
                 count += len(rows)
                 bar.set_postfix(loss=f"{total / count:.4f}")
@@ -514,12 +544,16 @@ def train_cached(
 
             t1 = time.perf_counter()
             validation_value = eval_value = None
-            if validation_data is not None:
-                validation_value = _evaluate(
-                    pooler, head, validation_data, selection_metric, score_batch, run_device, show_progress_bar
-                )
-            if eval_data is not None:
-                eval_value = _evaluate(pooler, head, eval_data, spec.metric, score_batch, run_device, show_progress_bar)
+            with averaged_weights(average):  # scoring and the kept state use the averaged weights (if any)
+                if validation_data is not None:
+                    validation_value = _evaluate(
+                        pooler, head, validation_data, selection_metric, score_batch, run_device, show_progress_bar
+                    )
+                if eval_data is not None:
+                    eval_value = _evaluate(
+                        pooler, head, eval_data, spec.metric, score_batch, run_device, show_progress_bar
+                    )
+                state = _snapshot(pooler, head)
             record = {
                 "epoch": epoch,
                 "loss": total / count,
@@ -531,7 +565,7 @@ def train_cached(
             history.append(record)
             score = validation_value if validation_value is not None else -record["loss"]
             if score > best_score:
-                best_score, best_epoch, best_state = score, epoch, _snapshot(pooler, head)
+                best_score, best_epoch, best_state = score, epoch, state
             if show_progress_bar:
                 tqdm.write(
                     f"epoch {epoch}: loss {record['loss']:.4f}"
@@ -582,6 +616,30 @@ def train_cached(
         save_model(model, output_dir)
         head.save(output_dir / HEAD_SUBFOLDER)
         (output_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return result
+
+
+def _train_with_search(arguments: dict[str, Any]) -> TrainResult:
+    """``train_cached(**arguments)`` with ``search``: one run per grid setting (one shared cache), the best
+    validation score wins; with ``output_dir`` the winning setting is trained again from the same start and saved."""
+    search, output_dir = arguments.pop("search"), arguments["output_dir"]
+    pooler = arguments["pooler"] if arguments["pooler"] is not None else default_pooler(arguments["model"])
+    modules = [pooler] + ([arguments["head"]] if arguments["head"] is not None else [])
+    start = _snapshot(*modules)
+    tmp = tempfile.TemporaryDirectory(prefix="glot_cache_") if arguments["cache_dir"] is None else None
+    shared = {**arguments, "pooler": pooler, "output_dir": None, "cache_dir": tmp.name if tmp else arguments["cache_dir"]}
+    try:
+        result, trials, chosen = run_search(lambda **setting: train_cached(**{**shared, **setting}), grid_settings(search), modules)
+        if output_dir is not None:
+            for module, state in zip(modules, start):
+                module.load_state_dict(state)
+            result = train_cached(**{**shared, **trials[chosen]["setting"], "output_dir": output_dir})
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    result.search = {"trials": trials, "chosen": trials[chosen]["setting"]}
+    if output_dir is not None:
+        (Path(output_dir) / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
 
 

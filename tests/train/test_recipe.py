@@ -244,3 +244,46 @@ def test_grid_order_budget_defaults_and_budget_checks():
         Budget(ema_decay=2.0)
     with pytest.raises(ValueError, match="lr_schedule"):
         Budget(lr_schedule="steps")
+
+
+# ------------------------------------------------------------------------------------------ command line
+
+
+def test_cli_train_search_runs_the_default_grid(tmp_path, capsys):
+    import json
+
+    from glot_st.cli import main
+    from glot_st.train.recipe import DEFAULT_SEARCH_GRID, grid_settings
+
+    assert main(["train", "--task", "stsb", "--limit", "12", "--eval-limit", "8", "--max-seq-length", "32",
+                 "--cache-dir", str(tmp_path), "--quiet", "--epochs", "1", "--batch-size", "4", "--hidden-dim", "8",
+                 "--num-layers", "1", "--validation-fraction", "0.25", "--ema-decay", "0.9", "--lr-schedule",
+                 "linear", "--search"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    trials = result["search"]["trials"]
+    assert [t["setting"] for t in trials] == grid_settings(DEFAULT_SEARCH_GRID)
+    best = max(trials, key=lambda t: t["validation_metric"])
+    assert result["search"]["chosen"] == best["setting"] and result["validation_metric"] == best["validation_metric"]
+
+
+def test_cli_bench_flags_reach_the_budget(monkeypatch, capsys):
+    import functools
+
+    import glot_st.bench.runners as runners
+    from glot_st.cli import main
+
+    seen = {}
+
+    @functools.wraps(runners.run_glue)  # the help reads the runner's defaults from its signature
+    def fake_glue(**kwargs):
+        seen.update(kwargs)
+        return {}
+
+    monkeypatch.setattr(runners, "run_glue", fake_glue)
+    monkeypatch.setattr(runners, "glue_markdown", lambda results: "")
+    assert main(["glue", "--ema-decay", "0.99", "--lr-schedule", "cosine", "--warmup-fraction", "0.1",
+                 "--search"]) == 0
+    budget = seen["budget"]
+    assert (budget.ema_decay, budget.lr_schedule, budget.warmup_fraction, budget.search) == (0.99, "cosine", 0.1, True)
+    assert main(["glue", "--ema-decay", "1.5"]) == 2
+    assert "ema_decay" in capsys.readouterr().err

@@ -22,12 +22,13 @@ from glot_st.bench.runners import GLUE_TASKS, summarize
 METHODS = ("glot", "adapool", "mean")
 
 
-def variant_rows(label: str, path: Path) -> list[str]:
+def variant_rows(label: str, path: Path, tasks: tuple[str, ...] = GLUE_TASKS) -> list[str]:
     """Markdown rows ``variant | method | per task ours (gap) | mean gap`` of one result file.
 
     Args:
         label: the variant's name in the table.
         path: a ``glue.json`` written by ``glot-st glue``.
+        tasks: the task columns (the mean gap is over those with runs).
     """
     runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
     ours, gaps = defaultdict(list), defaultdict(list)
@@ -38,7 +39,7 @@ def variant_rows(label: str, path: Path) -> list[str]:
     rows = []
     for method in METHODS:
         cells, task_gaps = [], []
-        for task in GLUE_TASKS:
+        for task in tasks:
             if not ours[(method, task)]:
                 cells.append("–")
                 continue
@@ -54,13 +55,15 @@ def variant_rows(label: str, path: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variants", nargs="+", help="label=path/to/glue.json")
+    parser.add_argument("--tasks", default=",".join(GLUE_TASKS), help="comma-separated task columns")
     args = parser.parse_args()
-    print("| variant | method | " + " | ".join(GLUE_TASKS) + " | mean gap |")
-    print("| --- | --- | " + " | ".join("---:" for _ in GLUE_TASKS) + " | ---: |")
+    tasks = tuple(args.tasks.split(","))
+    print("| variant | method | " + " | ".join(tasks) + " | mean gap |")
+    print("| --- | --- | " + " | ".join("---:" for _ in tasks) + " | ---: |")
     for item in args.variants:
         label, _, path = item.partition("=")
         if Path(path).is_file():
-            print("\n".join(variant_rows(label, Path(path))))
+            print("\n".join(variant_rows(label, Path(path), tasks)))
 
 
 if __name__ == "__main__":

@@ -343,9 +343,9 @@ def train_cached(
     eval_batch_size: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.01,
-    ema_decay: float | None = 0.99,
-    lr_schedule: str = "cosine",
-    warmup_fraction: float = 0.1,
+    ema_decay: float | None = None,
+    lr_schedule: str = "constant",
+    warmup_fraction: float = 0.0,
     search: dict[str, Any] | bool | None = None,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
@@ -359,8 +359,8 @@ def train_cached(
 ) -> TrainResult:
     """Train a pooler and a task head on cached token states of the model's frozen backbone.
 
-    The recipe: AdamW for at most ``epochs`` epochs, the rate warmed up over the first ``warmup_fraction`` of
-    the planned steps and then decayed (``lr_schedule``), the weights averaged (``ema_decay``); after every epoch the pooler + head are scored on a
+    The recipe: AdamW for at most ``epochs`` epochs (optionally with a warm-up and decay of the rate,
+    ``lr_schedule``, and averaged weights, ``ema_decay``); after every epoch the pooler + head are scored on a
     validation split, the best epoch's weights are kept, and the run stops once ``patience`` epochs in a row
     did not improve on it. The validation split is ``validation_split`` when given, else a stratified
     ``validation_fraction`` slice of the training rows drawn with a fixed seed (the same rows for every method

@@ -219,7 +219,18 @@ _FIT_FLAGS = {
     "seed": (int, "seed of GLOT's and the head's initial weights, dropout and batch order"),
     "patience": (int, "epochs without a better validation score before stopping"),
     "validation_fraction": (float, "share of the training rows held out for validation without --validation-file"),
+    "ema_decay": (float, "score and keep an average of the weights with this EMA decay (1 = uniform average)"),
+    "lr_schedule": (str, "learning-rate schedule after the warm-up: constant, cosine or linear"),
+    "warmup_fraction": (float, "share of the planned steps with a linear learning-rate warm-up"),
 }
+SEARCH_HELP = "train once per setting of a fixed small grid ({grid}) and keep the best validation score"
+
+
+def _search_argument() -> Argument:
+    from glot_st.train.recipe import DEFAULT_SEARCH_GRID
+
+    grid = ", ".join(f"{name} {'/'.join(f'{v:g}' for v in values)}" for name, values in DEFAULT_SEARCH_GRID.items())
+    return arg("--search", action="store_true", help=SEARCH_HELP.format(grid=grid))
 
 
 def _shown_default(name: str) -> str:
@@ -244,6 +255,7 @@ def _train_arguments() -> tuple[Argument, ...]:
             help="with --task: the split scored after every epoch (default: dev)"),
         arg("--eval-limit", type=int, default=None, help="with --task: use only the first N eval rows"),
         *fit_flags,
+        _search_argument(),
         arg("--head", choices=tuple(HEAD_KINDS), default=None,
             help="task head (default: inferred from the data, or the task's kind)"),
         arg("--temperature", type=float, default=None,
@@ -274,6 +286,8 @@ def _training_recipe(args: argparse.Namespace) -> Any:
     settings.update(
         {name: getattr(args, name) for name in ("cache_dtype", "cache_batch_size") if getattr(args, name) is not None}
     )
+    if args.search:
+        settings["search"] = True
     recipe = TrainingRecipe.of(
         cache_dir=args.cache_dir, output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet,
         **settings,
@@ -324,7 +338,7 @@ def _training_splits(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 )
 def train_command(args: argparse.Namespace) -> int:
     from glot_st.train.inputs import prepare_splits
-    from glot_st.train.loop import plan_training, run_plan
+    from glot_st.train.loop import run_training
 
     if (args.task is None) == (args.train_file is None):
         raise ValueError("give either --task (a bundled task) or --train-file (your data)")
@@ -343,7 +357,7 @@ def train_command(args: argparse.Namespace) -> int:
     _check_temperature(args, args.head or prepared.spec.kind)
     print(f"glot-st train: task: {prepared.describe()}", file=sys.stderr)
     model = build_model(args, seed=recipe.seed)  # GLOT's initial weights follow --seed, like the head's
-    result = run_plan(model, plan_training(model, prepared, recipe, head_kind=args.head))
+    result = run_training(model, prepared, recipe, head_kind=args.head)  # plans once (per trial with --search)
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 
@@ -548,6 +562,7 @@ def _budget_default(name: str) -> Any:
 
 def _runner_arguments() -> tuple[Argument, ...]:
     from glot_st.bench.glue_runner import run_glue
+    from glot_st.train.recipe import LR_SCHEDULES
 
     return (
         arg("--methods", default=None,
@@ -567,6 +582,15 @@ def _runner_arguments() -> tuple[Argument, ...]:
             help=f"batch size for every method (default: {_budget_default('batch_size')})"),
         arg("--weight-decay", type=float, default=None,
             help=f"AdamW weight decay for every method (default: {_budget_default('weight_decay'):g})"),
+        arg("--ema-decay", type=float, default=None,
+            help=f"score and keep averaged weights (EMA decay) for every method (default: "
+                 f"{_budget_default('ema_decay')})"),
+        arg("--lr-schedule", default=None, choices=LR_SCHEDULES,
+            help=f"learning-rate schedule for every method (default: {_budget_default('lr_schedule')})"),
+        arg("--warmup-fraction", type=float, default=None,
+            help=f"share of the planned steps warming up, every method (default: "
+                 f"{_budget_default('warmup_fraction'):g})"),
+        _search_argument(),
         arg("--max-seq-length", type=int, default=None,
             help=f"backbone token limit (default: {_runner_default(run_glue, 'max_seq_length')})"),
         arg("--cache-dir", default=None, help="keep the token-state caches here (default: temporary folders)"),
@@ -593,9 +617,15 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     from glot_st.bench.experiment import Budget
 
     budget_fields = {
-        name: getattr(args, name) for name in ("epochs", "patience", "validation_fraction", "lr", "batch_size", "weight_decay")
+        name: getattr(args, name)
+        for name in (
+            "epochs", "patience", "validation_fraction", "lr", "batch_size", "weight_decay", "ema_decay", "lr_schedule",
+            "warmup_fraction",
+        )
         if getattr(args, name) is not None
     }
+    if args.search:
+        budget_fields["search"] = True
     kwargs: dict[str, Any] = {
         "methods": _csv(args.methods, str, "--methods"),
         "seeds": _csv(args.seeds, int, "--seeds"),

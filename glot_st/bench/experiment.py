@@ -55,6 +55,7 @@ __all__ = [
     "load_backbone",
     "log_to_stderr",
     "make_method_pooler",
+    "recipe_words",
     "run_jobs",
     "start_run",
     "summarize",
@@ -100,6 +101,11 @@ class Budget:
         weight_decay: AdamW weight decay.
         validation_fraction: share of the training rows carved out (stratified, fixed seed) to select the
             epoch on; the dev / test split is never used to select.
+        ema_decay: average the pooler and head weights (``None``: no averaging); see ``train_cached``.
+        lr_schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay of the rate over the planned steps.
+        warmup_fraction: share of the planned steps with a linear warm-up.
+        search: ``None``, or a grid (``True``: the default grid) that every method searches over its own
+            runs, the same number of trials each, chosen on its validation slice.
     """
 
     epochs: int = _TRAIN_DEFAULTS["epochs"]
@@ -108,6 +114,10 @@ class Budget:
     batch_size: int = _TRAIN_DEFAULTS["batch_size"]
     weight_decay: float = _TRAIN_DEFAULTS["weight_decay"]
     validation_fraction: float = _TRAIN_DEFAULTS["validation_fraction"]
+    ema_decay: float | None = _TRAIN_DEFAULTS["ema_decay"]
+    lr_schedule: str = _TRAIN_DEFAULTS["lr_schedule"]
+    warmup_fraction: float = _TRAIN_DEFAULTS["warmup_fraction"]
+    search: Any = _TRAIN_DEFAULTS["search"]
 
     def __post_init__(self) -> None:
         check_training_arguments(**dataclasses.asdict(self))
@@ -227,6 +237,10 @@ def train_method(
         batch_size=budget.batch_size,
         lr=budget.lr,
         weight_decay=budget.weight_decay,
+        ema_decay=budget.ema_decay,
+        lr_schedule=budget.lr_schedule,
+        warmup_fraction=budget.warmup_fraction,
+        search=budget.search,
         seed=seed,
         cache_dir=cache_dir,
         show_progress_bar=show_progress_bar,
@@ -244,6 +258,7 @@ def train_method(
         "eval_seconds": float(sum(h["eval_seconds"] for h in history)),
         "cache_seconds": float(result.cache_seconds),
         "trainable_parameters": int(result.trainable_parameters),
+        "search": result.search,
     }
 
 
@@ -289,6 +304,20 @@ def table_cell(summary: dict[str, Any] | None, scale: float = 100.0, digits: int
     if summary["n"] == 1:
         return f"{summary['mean'] * scale:.{digits}f}"
     return f"{summary['mean'] * scale:.{digits}f} ± {summary['std'] * scale:.{digits}f}"
+
+
+def recipe_words(budget: dict[str, Any]) -> str:
+    """The recipe options of a protocol's budget (a ``Budget`` as a dict) beyond AdamW at a constant rate, as a
+    clause (``""`` if none); budgets written before these options existed read as the plain recipe."""
+    words = []
+    if budget.get("lr_schedule", "constant") != "constant" or budget.get("warmup_fraction", 0.0):
+        words.append(f"{budget.get('lr_schedule', 'constant')} rate with {budget.get('warmup_fraction', 0.0):.0%} warm-up")
+    if budget.get("ema_decay") is not None:
+        words.append(f"scored and kept with averaged weights (EMA decay {budget['ema_decay']:g})")
+    if budget.get("search") is not None:
+        grid = budget["search"] if isinstance(budget["search"], dict) else "the default grid"
+        words.append(f"the best of a validation-selected search over {grid}")
+    return "".join(f", {w}" for w in words)
 
 
 def token_stats(backbone: Any, texts: Sequence[str]) -> dict[str, int]:

@@ -33,6 +33,7 @@ from glot_st.bench.experiment import (
     backbone_record,
     environment,
     log_to_stderr,
+    recipe_words,
     run_jobs,
     start_run,
     summarize,
@@ -332,7 +333,7 @@ def glue_markdown(results: dict[str, Any]) -> str:
         "heads: linear on z (CoLA, SST-2), linear on [z1; z2; |z1 - z2|; z1 * z2] (MRPC, RTE), cosine of a learned "
         "linear projection of z1, z2 trained with MSE (STS-B). Every method: at most "
         f"{budget['epochs']} epochs, patience {budget['patience']}, AdamW lr {budget['lr']:g}, batch "
-        f"{budget['batch_size']}, weight decay {budget['weight_decay']:g}; GLOT with the library defaults"
+        f"{budget['batch_size']}, weight decay {budget['weight_decay']:g}{recipe_words(budget)}; GLOT with the library defaults"
         + (" (GLOT (mean init): after GLOT.init_as_mean_pooling())" if "glot_mean_init" in protocol["methods"] else "")
         + ". "
         f"Training rows used / available (fixed random subset, seed {protocol['subset_seed']}, same for all "

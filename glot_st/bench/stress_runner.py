@@ -29,6 +29,7 @@ from glot_st.bench.experiment import (
     backbone_record,
     environment,
     log_to_stderr,
+    recipe_words,
     run_jobs,
     start_run,
     summarize,
@@ -217,7 +218,7 @@ def stress_markdown(results: dict[str, Any]) -> str:
         f"{protocol['n_eval']} eval texts of {protocol['length']} words; frozen MiniLM (max_seq_length "
         f"{protocol['max_seq_length']}), linear head; at most {budget['epochs']} epochs, patience "
         f"{budget['patience']}, AdamW lr {budget['lr']:g}, batch {budget['batch_size']}, weight decay "
-        f"{budget['weight_decay']:g} for every method; GLOT with the library defaults.",
+        f"{budget['weight_decay']:g}{recipe_words(budget)} for every method; GLOT with the library defaults.",
         "",
         f"Methods with mean accuracy ≥ {STRESS_TARGET * 100:.0f}% (ours): "
         + "; ".join(

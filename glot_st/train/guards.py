@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER
+from glot_st.train.recipe import check_recipe_arguments, grid_settings
 from glot_st.train.splits import validation_slice
 
 __all__ = [
@@ -114,6 +115,10 @@ def check_training_arguments(
     patience: Any = None,
     validation_fraction: Any = 0.0,
     head_kind: Any = None,
+    ema_decay: Any = None,
+    lr_schedule: Any = "constant",
+    warmup_fraction: Any = 0.0,
+    search: Any = None,
 ) -> None:
     """Check the arguments of a training run (call before building any cache).
 
@@ -130,6 +135,9 @@ def check_training_arguments(
         patience: ``None`` or an int >= 1.
         validation_fraction: a number in ``[0, 1)``.
         head_kind: ``None`` or a key of ``HEAD_KINDS``.
+        ema_decay, lr_schedule, warmup_fraction: see :func:`glot_st.train.recipe.check_recipe_arguments`.
+        search: ``None``, ``True`` or a grid (:func:`glot_st.train.recipe.grid_settings`) whose every setting
+            passes these checks.
 
     Raises:
         ValueError: naming the first bad argument and its value.
@@ -150,6 +158,13 @@ def check_training_arguments(
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     if head_kind is not None and head_kind not in HEAD_KINDS:
         raise ValueError(f"unknown head kind {head_kind!r}; expected one of {', '.join(sorted(HEAD_KINDS))}")
+    check_recipe_arguments(ema_decay=ema_decay, lr_schedule=lr_schedule, warmup_fraction=warmup_fraction, search=search)
+    for setting in grid_settings(search) if search is not None else ():
+        check_training_arguments(
+            **{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+               "patience": patience, "ema_decay": ema_decay, "lr_schedule": lr_schedule,
+               "warmup_fraction": warmup_fraction, **setting}
+        )
     if model is not None:
         length = getattr(model, "max_seq_length", None)
         if length is not None:

@@ -12,6 +12,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from glot_st.train.heads import HEAD_KINDS, HEAD_SUBFOLDER, TaskHead, make_head
 from glot_st.train.inputs import PreparedSplits, prepare_splits
 from glot_st.train.metrics import compute_metric
 from glot_st.train.output import holding_output_dir, save_training_output
+from glot_st.train.recipe import WeightAverage, averaged_weights, grid_settings, make_lr_schedule, run_search
 from glot_st.train.splits import VALIDATION_FRACTION
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "default_pooler",
     "plan_training",
     "run_plan",
+    "run_training",
     "seed_everything",
     "split_texts",
     "train_cached",
@@ -82,6 +85,8 @@ class TrainResult:
         head: the trained head (best epoch).
         output_dir: where the model and head were saved, or ``None``.
         task: the task trained: one line naming its kind, classes or score range and metric.
+        search: with ``train_cached(search=...)``: ``{"trials": [{"setting", "validation_metric", "best_epoch",
+            "eval_metric"}, ...], "chosen": setting}`` (chosen on the validation score only); else ``None``.
     """
 
     history: list[dict[str, Any]]
@@ -97,6 +102,7 @@ class TrainResult:
     head: TaskHead = field(repr=False)
     output_dir: str | None = None
     task: str | None = None
+    search: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (without the head module)."""
@@ -331,9 +337,10 @@ class TrainingRecipe:
     head (the defaults are ``train_cached``'s, see :meth:`of`).
 
     Attributes:
-        epochs, patience, batch_size, eval_batch_size, lr, weight_decay, seed, validation_fraction,
-        cache_dir, cache_dtype, cache_batch_size, bucket_size, output_dir, overwrite, device,
-        show_progress_bar: as the arguments of :func:`train_cached` of the same name.
+        epochs, patience, batch_size, eval_batch_size, lr, weight_decay, ema_decay, lr_schedule,
+        warmup_fraction, search, seed, validation_fraction, cache_dir, cache_dtype, cache_batch_size,
+        bucket_size, output_dir, overwrite, device, show_progress_bar: as the arguments of
+        :func:`train_cached` of the same name (``search`` is run by :func:`run_training`).
     """
 
     epochs: int
@@ -342,6 +349,10 @@ class TrainingRecipe:
     eval_batch_size: int | None
     lr: float
     weight_decay: float
+    ema_decay: float | None
+    lr_schedule: str
+    warmup_fraction: float
+    search: dict[str, Any] | bool | None
     seed: int
     validation_fraction: float
     cache_dir: str | os.PathLike | None
@@ -496,23 +507,33 @@ def _trainable_parameters(plan: TrainingPlan) -> list[torch.nn.Parameter]:
     return [p for m in (plan.pooler, plan.head) for p in m.parameters() if p.requires_grad]
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer | None, loss: torch.Tensor) -> None:
-    """One optimisation step on ``loss`` (nothing to do without trainable parameters)."""
+def _optimizer_step(
+    optimizer: torch.optim.Optimizer | None,
+    loss: torch.Tensor,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    average: WeightAverage | None = None,
+) -> None:
+    """One optimisation step on ``loss`` (a 0-dim float tensor), then the rate schedule's step and the fold of
+    the new weights into the average (each skipped when ``None``; nothing at all without trainable parameters)."""
     if optimizer is None:
         return
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    if average is not None:
+        average.update()
 
 
 def _train_epoch(
     plan: TrainingPlan,
     data: _CachedSplit,
     sampler: LengthBucketBatchSampler,
-    optimizer: torch.optim.Optimizer | None,
+    optimize: Callable[[torch.Tensor], None],
     epoch: int,
 ) -> tuple[float, float]:
-    """One pass over the training rows: ``(mean loss, seconds)``."""
+    """One pass over the training rows, ``optimize(loss)`` after every batch: ``(mean loss, seconds)``."""
     pooler, head, recipe = plan.pooler, plan.head, plan.recipe
     sampler.set_epoch(epoch)
     pooler.train()
@@ -529,7 +550,7 @@ def _train_epoch(
             raise FloatingPointError(
                 f"training loss is {loss.item()} at epoch {epoch}, batch {step} (rows {rows[:8].tolist()}...)"
             )
-        _optimizer_step(optimizer, loss)
+        optimize(loss)
         total += loss.item() * len(rows)
         count += len(rows)
         bar.set_postfix(loss=f"{total / count:.4f}")
@@ -574,7 +595,9 @@ class _EpochsOutcome:
 def _run_epochs(plan: TrainingPlan, data: _CachedSplits) -> _EpochsOutcome:
     """Phase 3: train epoch by epoch, score after each, keep the best epoch's weights (restored at the end)
     and stop once ``patience`` epochs in a row did not improve. The optimiser's step is
-    :func:`_optimizer_step`; the state kept per epoch is :func:`_snapshot` of pooler and head."""
+    :func:`_optimizer_step` (with the recipe's rate schedule and weight average, made here next to the
+    optimiser); scoring and the state kept per epoch (:func:`_snapshot` of pooler and head) use the averaged
+    weights when there is an average."""
     recipe = plan.recipe
     selection_metric = _selection_metric(plan, data.validation)
     params = _trainable_parameters(plan)
@@ -582,18 +605,23 @@ def _run_epochs(plan: TrainingPlan, data: _CachedSplits) -> _EpochsOutcome:
     sampler = LengthBucketBatchSampler(
         data.train.lengths(), recipe.batch_size, shuffle=True, seed=recipe.seed, bucket_size=recipe.bucket
     )
+    planned_steps = recipe.epochs * len(sampler)
+    schedule = make_lr_schedule(optimizer, planned_steps, recipe.lr_schedule, recipe.warmup_fraction) if params else None
+    average = WeightAverage((plan.pooler, plan.head), recipe.ema_decay) if recipe.ema_decay is not None and params else None
+    optimize = lambda loss: _optimizer_step(optimizer, loss, schedule, average)  # noqa: E731
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, 0, None
     stopped_early = False
     for epoch in range(1, recipe.epochs + 1):
-        loss, seconds = _train_epoch(plan, data.train, sampler, optimizer, epoch)
-        validation_value, eval_value, eval_seconds = _score_epoch(plan, data, selection_metric)
+        loss, seconds = _train_epoch(plan, data.train, sampler, optimize, epoch)
+        with averaged_weights(average):  # scoring and the kept state use the averaged weights (if any)
+            validation_value, eval_value, eval_seconds = _score_epoch(plan, data, selection_metric)
+            score = validation_value if validation_value is not None else -loss
+            if score > best_score:
+                best_score, best_epoch, best_state = score, epoch, _snapshot(plan.pooler, plan.head)
         record = {"epoch": epoch, "loss": loss, "validation_metric": validation_value, "eval_metric": eval_value,
                   "seconds": seconds, "eval_seconds": eval_seconds}
         history.append(record)
-        score = validation_value if validation_value is not None else -loss
-        if score > best_score:
-            best_score, best_epoch, best_state = score, epoch, _snapshot(plan.pooler, plan.head)
         _report_epoch(plan, record, selection_metric)
         if data.validation is not None and recipe.patience is not None and epoch - best_epoch >= recipe.patience:
             stopped_early = epoch < recipe.epochs
@@ -629,7 +657,8 @@ def _save(model: torch.nn.Module, plan: TrainingPlan, result: TrainResult) -> No
     output_dir = Path(recipe.output_dir)
     _record_training_on_card(
         model, plan.splits, result, plan.head, epochs_run=len(result.history), max_epochs=recipe.epochs,
-        patience=recipe.patience, lr=recipe.lr, weight_decay=recipe.weight_decay,
+        patience=recipe.patience, lr=recipe.lr, weight_decay=recipe.weight_decay, ema_decay=recipe.ema_decay,
+        lr_schedule=recipe.lr_schedule, warmup_fraction=recipe.warmup_fraction,
     )
     save_training_output(model, plan.head, result.to_dict(), output_dir)
 
@@ -652,7 +681,9 @@ def run_plan(model: torch.nn.Module, plan: TrainingPlan) -> TrainResult:
         return _train_and_save(model, plan)
 
 
-def _train_and_save(model: torch.nn.Module, plan: TrainingPlan) -> TrainResult:
+def _train_and_save(model: torch.nn.Module, plan: TrainingPlan, search: dict[str, Any] | None = None) -> TrainResult:
+    """Phases 2 to 4 of a plan (the caller holds its output folder); ``search``: the record of the search that
+    chose this run's settings (``TrainResult.search``, saved with it), or ``None``."""
     pooler, head, recipe = plan.pooler, plan.head, plan.recipe
     pooler_home = module_device(pooler)
     before = _snapshot(pooler, head)  # put back on any error: a failed run leaves the model as it was
@@ -675,9 +706,61 @@ def _train_and_save(model: torch.nn.Module, plan: TrainingPlan) -> TrainResult:
     pooler.eval()
     head.eval()
     result = _result(plan, outcome, data.seconds)
+    result.search = search
     if recipe.output_dir is not None:
         _save(model, plan, result)
     return result
+
+
+def run_training(
+    model: torch.nn.Module,
+    prepared: PreparedSplits,
+    recipe: TrainingRecipe,
+    *,
+    pooler: torch.nn.Module | None = None,
+    head: TaskHead | None = None,
+    head_kind: str | None = None,
+) -> TrainResult:
+    """Plan and run a training (:func:`plan_training` then :func:`run_plan`), or, with ``recipe.search``, one
+    plan and run per grid setting (:func:`glot_st.train.recipe.run_search`).
+
+    Every trial starts from the pooler's (and a given head's) present weights, with the same prepared splits,
+    the same validation slice (carved once) and the recipe's seed; it saves nothing. The best validation score
+    wins (the eval split is never used to choose). With ``recipe.output_dir`` (held for the whole search) the
+    winning setting is planned and run once more from the same start (the same seed repeats its run) and saved;
+    ``TrainResult.search`` lists the trials either way.
+
+    Args:
+        model: ``SentenceTransformer`` whose first module is the frozen ``Transformer``.
+        prepared: the splits and task from :func:`glot_st.train.inputs.prepare_splits`.
+        recipe: the checked settings (:meth:`TrainingRecipe.of`; a search grid's settings are checked there too).
+        pooler, head, head_kind: as in :func:`plan_training`.
+
+    Returns:
+        :class:`TrainResult` of the plain run or of the search's winner; the pooler (and a given head) hold its
+        weights.
+    """
+    if recipe.search is None:
+        return run_plan(model, plan_training(model, prepared, recipe, pooler=pooler, head=head, head_kind=head_kind))
+    # every check of plan_training before the first trial; its splits carry the validation slice all trials share
+    checked = plan_training(model, prepared, replace(recipe, search=None), pooler=pooler, head=head, head_kind=head_kind)
+    modules = [checked.pooler] + ([head] if head is not None else [])
+    start = _snapshot(*modules)
+
+    def planned(**setting: Any) -> TrainingPlan:
+        trial = replace(recipe, **setting, search=None)
+        return plan_training(model, checked.splits, trial, pooler=checked.pooler, head=head, head_kind=head_kind)
+
+    with holding_output_dir(recipe.output_dir, recipe.overwrite):  # one run per output folder
+        trial_run = lambda **setting: _train_and_save(model, planned(**setting, output_dir=None))  # noqa: E731
+        result, trials, chosen = run_search(trial_run, grid_settings(recipe.search), modules)
+        record = {"trials": trials, "chosen": trials[chosen]["setting"]}
+        if recipe.output_dir is None:
+            result.search = record
+            return result
+        for module, state in zip(modules, start):
+            module.load_state_dict(state)
+        return _train_and_save(model, planned(**record["chosen"]), search=record)
 
 
 def train_cached(
@@ -699,6 +782,10 @@ def train_cached(
     eval_batch_size: int | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.01,
+    ema_decay: float | None = None,
+    lr_schedule: str = "constant",
+    warmup_fraction: float = 0.0,
+    search: dict[str, Any] | bool | None = None,
     seed: int = 42,
     cache_dir: str | os.PathLike | None = None,
     cache_dtype: str = DEFAULT_CACHE_DTYPE,
@@ -711,7 +798,8 @@ def train_cached(
 ) -> TrainResult:
     """Train a pooler and a task head on cached token states of the model's frozen backbone.
 
-    The recipe: AdamW for at most ``epochs`` epochs; after every epoch the pooler + head are scored on a
+    The recipe: AdamW for at most ``epochs`` epochs (optionally with a warm-up and decay of the rate,
+    ``lr_schedule``, and averaged weights, ``ema_decay``); after every epoch the pooler + head are scored on a
     validation split, the best epoch's weights are kept, and the run stops once ``patience`` epochs in a row
     did not improve on it. The validation split is ``validation_split`` when given, else a stratified
     ``validation_fraction`` slice of the training rows drawn with a fixed seed (the same rows for every method
@@ -747,6 +835,19 @@ def train_cached(
         eval_batch_size: examples per scoring batch (default ``2 * batch_size``).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        ema_decay: ``None`` (score and keep the raw weights), or average the trainable weights of pooler and head
+            after every optimizer step (:class:`glot_st.train.recipe.WeightAverage`: uniform at first, then an
+            exponential moving average with this decay; ``1.0`` = uniform over all steps); validation, eval
+            scoring and the kept / saved state then use the average, while the raw weights keep training.
+        lr_schedule: ``"constant"``, ``"cosine"`` or ``"linear"`` decay of the rate over the planned steps
+            (``epochs`` x steps per epoch; early stopping does not shorten the plan).
+        warmup_fraction: share of the planned steps with a linear warm-up of the rate, in ``[0, 1)``.
+        search: ``None``, or a grid ``{name: [values, ...]}`` over ``lr``, ``weight_decay``, ``ema_decay``,
+            ``lr_schedule``, ``warmup_fraction``, ``batch_size``, ``epochs``, ``patience`` (``True``: the fixed
+            :data:`glot_st.train.recipe.DEFAULT_SEARCH_GRID`): one full run per setting from the same starting
+            weights, seed and validation split (:func:`run_training`); the best validation score wins (the eval
+            split is never used to choose) and ``TrainResult.search`` lists the trials. With ``output_dir`` the
+            winning setting is trained once more (the same seed repeats its run) and saved.
         seed: seeds torch / numpy / random (head init, dropout) and the batch order.
         cache_dir: root of the token-state caches (one sub-folder per split and key; reused across runs);
             ``None`` = a temporary folder deleted at the end.
@@ -780,7 +881,8 @@ def train_cached(
     """
     recipe = TrainingRecipe.of(
         epochs=epochs, patience=patience, batch_size=batch_size, eval_batch_size=eval_batch_size, lr=lr,
-        weight_decay=weight_decay, seed=seed, validation_fraction=validation_fraction, cache_dir=cache_dir,
+        weight_decay=weight_decay, ema_decay=ema_decay, lr_schedule=lr_schedule, warmup_fraction=warmup_fraction,
+        search=search, seed=seed, validation_fraction=validation_fraction, cache_dir=cache_dir,
         cache_dtype=cache_dtype, cache_batch_size=cache_batch_size, bucket_size=bucket_size, output_dir=output_dir,
         overwrite=overwrite, device=device, show_progress_bar=show_progress_bar,
     )
@@ -789,8 +891,7 @@ def train_cached(
         train_split, eval_split, validation_split, columns=columns, task=task, head_kind=head_kind,
         head_config=head_config,
     )
-    plan = plan_training(model, prepared, recipe, pooler=pooler, head=head, head_kind=head_kind)
-    return run_plan(model, plan)
+    return run_training(model, prepared, recipe, pooler=pooler, head=head, head_kind=head_kind)
 
 
 def _record_training_on_card(model: Any, splits: PreparedSplits, result: TrainResult, head: Any, **settings: Any) -> None:

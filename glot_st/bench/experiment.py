@@ -327,9 +327,14 @@ def token_stats(backbone: Any, texts: Sequence[str]) -> dict[str, int]:
     return {"max_tokens": int(max(lengths)), "max_seq_length": limit, "truncated": int(sum(n > limit for n in lengths))}
 
 
+# budget fields added after results were published, at the value that reproduces the older computation
+ADDED_BUDGET_KEYS: dict[str, Any] = {"ema_decay": None, "lr_schedule": "constant", "warmup_fraction": 0.0, "search": None}
+
+
 def _comparable(protocol: Any) -> Any:
-    """A protocol without what does not change results: the backbone's path (its identity digests stay) and GLOT
-    config keys added after a run was written, at the value that reproduces the older computation."""
+    """A protocol without what does not change results: the backbone's path (its identity digests stay), and GLOT
+    config keys and budget fields added after a run was written, at the value that reproduces the older
+    computation."""
     if not isinstance(protocol, dict):
         return protocol
     protocol = json.loads(json.dumps(protocol))
@@ -338,6 +343,9 @@ def _comparable(protocol: Any) -> Any:
     if isinstance(protocol.get("glot_config"), dict):
         for key, value in ADDED_CONFIG_KEYS.items():
             protocol["glot_config"].setdefault(key, value)
+    if isinstance(protocol.get("budget"), dict):
+        for key, value in ADDED_BUDGET_KEYS.items():
+            protocol["budget"].setdefault(key, value)
     return protocol
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -181,8 +182,12 @@ def test_the_committed_results_resume_under_todays_protocol():
     from glot_st.bench.experiment import _comparable
     from glot_st.module import GLOT
 
+    from glot_st.bench.experiment import Budget
+
     root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     today = GLOT(in_dim=384).get_config_dict()
+    budget = dataclasses.asdict(Budget())
     for name in ("stress/stress.json", "glue/glue.json"):
         stored = json.loads((root / name).read_text())["protocol"]
         assert _comparable(stored)["glot_config"] == today, name
+        assert _comparable(stored)["budget"] == budget, name  # fields added later read as today's defaults

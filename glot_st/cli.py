@@ -256,6 +256,10 @@ def _train_arguments() -> tuple[Argument, ...]:
         arg("--eval-limit", type=int, default=None, help="with --task: use only the first N eval rows"),
         *fit_flags,
         _search_argument(),
+        arg("--restarts", type=int, default=1,
+            help="train this many whole runs (seeds --seed, --seed + 1, ...: GLOT's and the head's initial weights, "
+                 "dropout, batch order) and keep the one with the best validation score; costs that many trainings, "
+                 "the backbone still runs once (default: 1)"),
         arg("--head", choices=tuple(HEAD_KINDS), default=None,
             help="task head (default: inferred from the data, or the task's kind)"),
         arg("--temperature", type=float, default=None,
@@ -281,13 +285,17 @@ def _training_recipe(args: argparse.Namespace) -> Any:
     """The ``TrainingRecipe`` the train flags set (flags not given: ``train_cached``'s defaults), checked before any
     work."""
     from glot_st.train.loop import TrainingRecipe
+    from glot_st.train.recipe import DEFAULT_SEARCH_GRID, restart_seeds
 
     settings = {name: getattr(args, name) for name in _FIT_FLAGS if getattr(args, name) is not None}
     settings.update(
         {name: getattr(args, name) for name in ("cache_dtype", "cache_batch_size") if getattr(args, name) is not None}
     )
-    if args.search:
-        settings["search"] = True
+    grid = dict(DEFAULT_SEARCH_GRID) if args.search else {}
+    if args.restarts != 1:  # the best of several whole runs: seeds --seed, --seed + 1, ...
+        grid["seed"] = restart_seeds(settings.get("seed", _train_default("seed")), args.restarts)
+    if grid:
+        settings["search"] = grid
     recipe = TrainingRecipe.of(
         cache_dir=args.cache_dir, output_dir=args.output_dir, overwrite=args.overwrite, show_progress_bar=not args.quiet,
         **settings,

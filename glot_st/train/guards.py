@@ -113,6 +113,7 @@ def check_training_arguments(
     output_dir: Any = None,
     overwrite: bool = False,
     patience: Any = None,
+    seed: Any = 0,
     validation_fraction: Any = 0.0,
     head_kind: Any = None,
     ema_decay: Any = None,
@@ -133,6 +134,7 @@ def check_training_arguments(
         output_dir: ``None`` or a usable output folder (:func:`check_output_dir`).
         overwrite: allow a non-empty non-model ``output_dir``.
         patience: ``None`` or an int >= 1.
+        seed: an int >= 0.
         validation_fraction: a number in ``[0, 1)``.
         head_kind: ``None`` or a key of ``HEAD_KINDS``.
         ema_decay, lr_schedule, warmup_fraction: see :func:`glot_st.train.recipe.check_recipe_arguments`.
@@ -153,6 +155,7 @@ def check_training_arguments(
     _finite_number("weight_decay", weight_decay, positive=False)
     if patience is not None:
         _positive_int("patience", patience)
+    _positive_int("seed", seed, minimum=0)
     _finite_number("validation_fraction", validation_fraction, positive=False)
     if validation_fraction >= 1:
         raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
@@ -163,7 +166,7 @@ def check_training_arguments(
         check_training_arguments(
             **{"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                "patience": patience, "ema_decay": ema_decay, "lr_schedule": lr_schedule,
-               "warmup_fraction": warmup_fraction, **setting}
+               "warmup_fraction": warmup_fraction, "seed": seed, **setting}
         )
     if model is not None:
         length = getattr(model, "max_seq_length", None)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from glot_st.freeze import module_device
 from glot_st.model_card import set_training_info
+from glot_st.seeding import reinitialize
 from glot_st.train.cache import (
     LengthBucketBatchSampler,
     TokenCache,
@@ -749,6 +750,8 @@ def run_training(
 
     def planned(**setting: Any) -> TrainingPlan:
         trial = replace(recipe, **setting, search=None)
+        if "seed" in setting and any(p.requires_grad for p in checked.pooler.parameters()):
+            reinitialize(checked.pooler, setting["seed"])  # a seed's trial is that seed's whole run, GLOT's init too
         return plan_training(model, checked.splits, trial, pooler=checked.pooler, head=head, head_kind=head_kind)
 
     with holding_output_dir(recipe.output_dir, recipe.overwrite):  # one run per output folder
@@ -843,12 +846,17 @@ def train_cached(
             (``epochs`` x steps per epoch; early stopping does not shorten the plan).
         warmup_fraction: share of the planned steps with a linear warm-up of the rate, in ``[0, 1)``.
         search: ``None``, or a grid ``{name: [values, ...]}`` over ``lr``, ``weight_decay``, ``ema_decay``,
-            ``lr_schedule``, ``warmup_fraction``, ``batch_size``, ``epochs``, ``patience`` (``True``: the fixed
-            :data:`glot_st.train.recipe.DEFAULT_SEARCH_GRID`): one full run per setting from the same starting
-            weights, seed and validation split (:func:`run_training`); the best validation score wins (the eval
-            split is never used to choose) and ``TrainResult.search`` lists the trials. With ``output_dir`` the
-            winning setting is trained once more (the same seed repeats its run) and saved.
-        seed: seeds torch / numpy / random (head init, dropout) and the batch order.
+            ``lr_schedule``, ``warmup_fraction``, ``batch_size``, ``epochs``, ``patience``, ``seed`` (``True``:
+            the fixed :data:`glot_st.train.recipe.DEFAULT_SEARCH_GRID`): one full run per setting from the same
+            starting weights, seed and validation split (:func:`run_training`); the best validation score wins
+            (the eval split is never used to choose) and ``TrainResult.search`` lists the trials. With
+            ``output_dir`` the winning setting is trained once more (the same seed repeats its run) and saved.
+            A searched ``seed`` re-initialises the pooler under that seed in its trial
+            (:func:`glot_st.reinitialize`): ``{"seed": restart_seeds(42, 3)}`` keeps the best of three whole runs.
+        seed: seeds torch / numpy / random (head init, dropout) and the batch order. The pooler's own initial
+            weights are the caller's: build it under the seed (``glot_st.from_backbone(..., seed=...)``, as
+            ``glot-st train`` does) or call ``glot_st.reinitialize(pooler, seed)`` first for a run that is a
+            function of the seed alone; a pooler trained earlier is never re-initialised here.
         cache_dir: root of the token-state caches (one sub-folder per split and key; reused across runs);
             ``None`` = a temporary folder deleted at the end.
         cache_dtype: ``"float16"`` or ``"float32"``.

@@ -29,13 +29,14 @@ __all__ = [
     "grid_settings",
     "lr_factor",
     "make_lr_schedule",
+    "restart_seeds",
     "run_search",
 ]
 
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
 #: the keyword arguments of ``train_cached`` a search may vary
 SEARCHABLE: tuple[str, ...] = (
-    "lr", "weight_decay", "ema_decay", "lr_schedule", "warmup_fraction", "batch_size", "epochs", "patience",
+    "lr", "weight_decay", "ema_decay", "lr_schedule", "warmup_fraction", "batch_size", "epochs", "patience", "seed",
 )
 #: the grid of ``glot-st train --search`` and of a bench budget with ``search=True``: 4 trials, the same for
 #: every method (each method searches its own best setting on its validation slice)
@@ -188,6 +189,21 @@ def grid_settings(search: Mapping[str, Sequence[Any]] | bool) -> list[dict[str, 
             raise ValueError(f"search[{name!r}] must be a non-empty list of values, got {values!r}")
     names = list(search)
     return [dict(zip(names, combination)) for combination in itertools.product(*(search[n] for n in names))]
+
+
+def restart_seeds(seed: int, restarts: int) -> list[int]:
+    """The seeds of ``restarts`` runs starting at ``seed``: ``[seed, seed + 1, ...]`` (a search over ``"seed"``).
+
+    Args:
+        seed: the first seed (int >= 0).
+        restarts: how many runs (int >= 1).
+
+    Raises:
+        ValueError: ``restarts`` is not an int >= 1.
+    """
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
+    return [seed + offset for offset in range(restarts)]
 
 
 def run_search(

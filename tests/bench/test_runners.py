@@ -179,10 +179,8 @@ def test_resume_ignores_the_backbone_path_and_config_keys_added_later(tmp_path):
 def test_the_committed_results_resume_under_todays_protocol():
     from pathlib import Path
 
-    from glot_st.bench.experiment import _comparable
+    from glot_st.bench.experiment import Budget, _comparable
     from glot_st.module import GLOT
-
-    from glot_st.bench.experiment import Budget
 
     root = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
     today = GLOT(in_dim=384).get_config_dict()

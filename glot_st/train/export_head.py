@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from glot_st.train.heads import ClassificationHead, TaskHead
@@ -30,7 +29,7 @@ class ClassProbabilities(nn.Module):
 
     def forward(self, embeddings: Tensor) -> Tensor:
         """Float (B, D) sentence embeddings -> float (B, C) probabilities (rows sum to 1)."""
-        return torch.softmax(self.head(embeddings), dim=-1)
+        return self.head.probabilities(embeddings)
 
 
 def probability_head(head: TaskHead) -> tuple[nn.Module, list[Any]]:

@@ -26,6 +26,16 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from glot_st.head_math import (
+    HEAD_CONFIG_FILE,
+    HEAD_SUBFOLDER,
+    HEAD_WEIGHTS_FILE,
+    LEGACY_PAIR_FEATURES,
+    PAIR_FEATURES,
+    class_probabilities,
+    classifier_input,
+    head_folder,
+)
 from glot_st.safe_read import load_checked_module, read_json_file
 from glot_st.train.data import is_bool
 
@@ -42,10 +52,6 @@ __all__ = [
     "make_head",
 ]
 
-CONFIG_NAME = "glot_head.json"
-WEIGHTS_NAME = "glot_head.safetensors"
-# sub-folder of a saved model that holds its head (see glot_st.train.train_cached(output_dir=...))
-HEAD_SUBFOLDER = "glot_head"
 
 
 def _row_name(position: int, rows: list[int] | None) -> str:
@@ -165,9 +171,9 @@ class TaskHead(torch.nn.Module):
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
+        (directory / HEAD_CONFIG_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS_NAME))
+        save_file(tensors, str(directory / HEAD_WEIGHTS_FILE))
 
 
 def _class_labels(labels: Any, num_labels: int, row_ids: Any) -> torch.Tensor:
@@ -206,6 +212,7 @@ class ClassificationHead(TaskHead):
     needs_pair = False
     prediction = "class"
     num_inputs = 1
+    features_kind: str | None = None  # the pair features of glot_st.head_math.classifier_input (None: single)
 
     def __init__(self, dim: int, num_labels: int, label_names: list | None = None):
         super().__init__(dim)
@@ -225,7 +232,7 @@ class ClassificationHead(TaskHead):
     def features(self, z_a: torch.Tensor, z_b: torch.Tensor | None) -> torch.Tensor:
         """Float (B, num_inputs * D) input of the linear layer: z_a, or [z_a; z_b] for the pair head."""
         _check_pair(z_a, z_b, self.dim, need_b=self.needs_pair)
-        return z_a if self.num_inputs == 1 else torch.cat([z_a, z_b], dim=-1)
+        return classifier_input(z_a, z_b, self.features_kind)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
         """Logits float (B, C) from z_a (B, D) (and z_b (B, D) for the pair head)."""
@@ -245,8 +252,10 @@ class ClassificationHead(TaskHead):
         """Long (B,) argmax class of the logits."""
         return self(z_a, z_b).argmax(dim=-1)
 
-
-PAIR_FEATURES = ("full", "concat")
+    @torch.no_grad()
+    def probabilities(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Float (B, C) class probabilities (softmax of the logits) of z_a (B, D) (and z_b (B, D) for pairs)."""
+        return class_probabilities(self(z_a, z_b))
 
 
 class PairClassificationHead(ClassificationHead):
@@ -278,12 +287,6 @@ class PairClassificationHead(ClassificationHead):
     def config(self) -> dict[str, Any]:
         return {**super().config, "features": self.features_kind}
 
-    def features(self, z_a: torch.Tensor, z_b: torch.Tensor | None) -> torch.Tensor:
-        """Float (B, num_inputs * D): ``[z_a; z_b; |z_a - z_b|; z_a * z_b]`` or ``[z_a; z_b]``."""
-        _check_pair(z_a, z_b, self.dim, need_b=True)
-        if self.features_kind == "concat":
-            return torch.cat([z_a, z_b], dim=-1)
-        return torch.cat([z_a, z_b, (z_a - z_b).abs(), z_a * z_b], dim=-1)
 
 
 class RegressionHead(TaskHead):
@@ -423,23 +426,14 @@ def make_head(kind: str, dim: int, **config: Any) -> TaskHead:
     return HEAD_KINDS[kind](dim, **config)
 
 
-def _head_folder(path: Path) -> Path:
-    if (path / CONFIG_NAME).is_file():
-        return path
-    if (path / HEAD_SUBFOLDER / CONFIG_NAME).is_file():
-        return path / HEAD_SUBFOLDER
-    raise FileNotFoundError(
-        f"no saved head in {str(path)!r}: neither {str(path / CONFIG_NAME)!r} nor "
-        f"{str(path / HEAD_SUBFOLDER / CONFIG_NAME)!r} exists"
-    )
-
-
-def load_head(path: str | os.PathLike) -> TaskHead:
+def load_head(path: str | os.PathLike, **hub_options: Any) -> TaskHead:
     """Load a head saved by :meth:`TaskHead.save` (or by ``train_cached(output_dir=...)``).
 
     Args:
-        path: the head folder (``glot_head.json`` + ``glot_head.safetensors``), or a model folder holding it
-            in ``glot_head/`` (the ``output_dir`` of :func:`glot_st.train.train_cached`).
+        path: the head folder (``glot_head.json`` + ``glot_head.safetensors``), a model folder holding it
+            in ``glot_head/`` (the ``output_dir`` of :func:`glot_st.train.train_cached`), or a Hugging Face Hub
+            repo id holding ``glot_head/`` (:func:`glot_st.head_math.head_folder`).
+        **hub_options: ``token``, ``cache_folder``, ``revision``, ``local_files_only`` for a repo id.
 
     Returns:
         The rebuilt :class:`TaskHead`.
@@ -450,8 +444,8 @@ def load_head(path: str | os.PathLike) -> TaskHead:
         ValueError: unreadable or invalid config (bad JSON, missing ``dim``, unknown ``kind``, bad arguments)
             or weights that do not fit it, naming the file.
     """
-    folder = _head_folder(Path(path))
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    folder = head_folder(path, **hub_options)
+    config_path, weights_path = folder / HEAD_CONFIG_FILE, folder / HEAD_WEIGHTS_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"head file {str(weights_path)!r} is missing")
     config = read_json_file(config_path, "head config")
@@ -463,7 +457,7 @@ def load_head(path: str | os.PathLike) -> TaskHead:
         raise ValueError(f"head config {str(config_path)!r} has no 'dim'")
     dim = config.pop("dim")
     if kind == "pair":
-        config.setdefault("features", "concat")  # pair heads saved before the option was added used [z1; z2]
+        config.setdefault("features", LEGACY_PAIR_FEATURES)  # pair heads saved before the option was added
     check_label_names(config.get("label_names"), f"head config {str(config_path)!r}")
     # sizes are checked against the weights' header before anything is allocated; weights must be finite floats
     return load_checked_module(lambda: make_head(kind, dim, **config), weights_path, f"head config {str(config_path)!r}")

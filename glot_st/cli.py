@@ -113,8 +113,9 @@ COLUMN_ARGUMENTS = (
     arg("--text-column", default=None, help="column of the (first) text"),
     arg("--text-b-column", default=None, help="column of the second text (sentence pairs)"),
     arg("--label-column", default=None,
-        help="column of the label: ints or strings (classes), floats (regression scores); none: anchor/positive "
-             "pairs train the contrastive head"),
+        help="column of the label: ints or strings (classes), floats (regression scores), lists of labels "
+             "(multi-label); several 0/1 columns as a,b,c (multi-label); none: anchor/positive pairs train the "
+             "contrastive head"),
 )
 
 CACHE_ARGUMENTS = (
@@ -465,7 +466,7 @@ def predict_command(args: argparse.Namespace) -> int:
     else:
         labels, probabilities = classifier.predict_with_proba(rows, batch_size=args.batch_size,
                                                               show_progress_bar=not args.quiet)
-        table["prediction"] = labels
+        table["prediction"] = [json.dumps(p) if isinstance(p, list) else p for p in labels]  # multi-label: a JSON list
         table.update({f"probability_{label}": probabilities[:, c] for c, label in enumerate(classifier.labels)})
     output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(output) as temporary:

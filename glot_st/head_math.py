@@ -2,9 +2,10 @@
 
 A trained model folder keeps its task head in ``glot_head/`` as ``glot_head.json`` (the head's config: ``kind``,
 ``dim``, ``num_labels``, ``label_names``, ``features``) and ``glot_head.safetensors`` (``linear.weight``,
-``linear.bias``). The training kit's heads (``glot_st.train.heads``) compute their classifier input and class
-probabilities with :func:`classifier_input` and :func:`class_probabilities`; :func:`load_glot_head` rebuilds a
-saved single-sentence or pair classification head as :class:`HeadProbabilities` from the same functions. This
+``linear.bias``, and a multi-label head's ``thresholds``). The training kit's heads (``glot_st.train.heads``) compute their classifier input and class
+probabilities with :func:`classifier_input`, :func:`class_probabilities` (softmax) and, for multi-label heads,
+:func:`label_probabilities` (sigmoid) and :func:`labels_on` (per-label thresholds); :func:`load_glot_head` rebuilds a
+saved single-sentence, pair or multi-label classification head as :class:`HeadProbabilities` from the same functions. This
 module is bundled into the Hub-native ``glot_modeling.py`` (:mod:`glot_st.hub`), so someone without glot-st gets
 the head's predictions from a Hub-native folder or repository too.
 """
@@ -21,15 +22,19 @@ from sentence_transformers.util import load_file_path
 from glot_st.safe_read import load_checked_module, read_json_file
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "HEAD_CONFIG_FILE",
     "HEAD_SUBFOLDER",
     "HEAD_WEIGHTS_FILE",
     "LEGACY_PAIR_FEATURES",
+    "MULTILABEL_KIND",
     "PAIR_FEATURES",
     "HeadProbabilities",
     "class_probabilities",
     "classifier_input",
     "head_folder",
+    "label_probabilities",
+    "labels_on",
     "load_glot_head",
 ]
 
@@ -41,6 +46,10 @@ HEAD_SUBFOLDER = "glot_head"
 PAIR_FEATURES = ("full", "concat")
 # pair heads saved before the option existed used [z1; z2]
 LEGACY_PAIR_FEATURES = "concat"
+# the head kind that predicts a set of labels per text (sigmoid per label, a threshold per label)
+MULTILABEL_KIND = "multilabel"
+# a multi-label head's threshold before it is chosen on a validation split
+DEFAULT_THRESHOLD = 0.5
 # the Hugging Face Hub options head_folder passes on to sentence_transformers.util.load_file_path
 HEAD_HUB_OPTIONS = ("token", "cache_folder", "revision", "local_files_only")
 
@@ -73,11 +82,24 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1)
 
 
+def label_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Float (B, K) independent label probabilities (sigmoid of each logit) of a multi-label head's (B, K) logits."""
+    return torch.sigmoid(logits)
+
+
+def labels_on(probabilities: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Long (B, K) 0/1: label k is on where its probability (B, K) reaches its threshold ``thresholds[k]`` (K,)."""
+    return (probabilities >= thresholds.to(probabilities.dtype)).long()
+
+
 class HeadProbabilities(torch.nn.Module):
-    """A saved classification head as a module: embeddings in, class probabilities out.
+    """A saved classification head as a module: embeddings in, class (or label) probabilities out.
+
+    A ``"multilabel"`` head gives each label's own probability (sigmoid) and keeps its per-label
+    ``thresholds`` (K,): :func:`labels_on` ``(head(z), head.thresholds)`` are its predictions.
 
     Args:
-        kind: ``"single"`` or ``"pair"``.
+        kind: ``"single"``, ``"pair"`` or ``"multilabel"``.
         dim: D, the sentence embedding size.
         num_labels: C, the number of classes (>= 2).
         features: the pair head's input (:data:`PAIR_FEATURES`); ignored for ``"single"``.
@@ -87,14 +109,18 @@ class HeadProbabilities(torch.nn.Module):
     def __init__(self, kind: str, dim: int, num_labels: int, features: str = LEGACY_PAIR_FEATURES,
                  label_names: list | None = None):
         super().__init__()
-        if kind not in ("single", "pair"):
-            raise ValueError(f"only classification heads ('single', 'pair') give probabilities, not {kind!r}")
+        if kind not in ("single", "pair", MULTILABEL_KIND):
+            raise ValueError(f"only classification heads ('single', 'pair', 'multilabel') give probabilities, "
+                             f"not {kind!r}")
         if int(num_labels) < 2 or int(dim) < 1:
             raise ValueError(f"a head needs dim >= 1 and num_labels >= 2, got dim={dim}, num_labels={num_labels}")
-        self.features = None if kind == "single" else features
+        self.features = features if kind == "pair" else None
+        self.multilabel = kind == MULTILABEL_KIND
         classifier_input(torch.zeros(1, 1), torch.zeros(1, 1), self.features)  # refuses unknown features
         width = {None: 1, "concat": 2, "full": 4}[self.features] * int(dim)
         self.linear = torch.nn.Linear(width, int(num_labels))
+        if self.multilabel:
+            self.register_buffer("thresholds", torch.full((int(num_labels),), DEFAULT_THRESHOLD))
         self.labels = list(range(int(num_labels))) if label_names is None else list(label_names)
         if len(self.labels) != int(num_labels):
             raise ValueError(f"label_names has {len(self.labels)} entries for {num_labels} classes")
@@ -103,7 +129,8 @@ class HeadProbabilities(torch.nn.Module):
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
         """Float (B, C) probabilities of float (B, D) embeddings ``z_a`` (and ``z_b`` for a pair head); no
         gradients (it takes the inference-mode tensors of ``encode(..., convert_to_tensor=True)``)."""
-        return class_probabilities(self.linear(classifier_input(z_a, z_b, self.features)))
+        logits = self.linear(classifier_input(z_a, z_b, self.features))
+        return label_probabilities(logits) if self.multilabel else class_probabilities(logits)
 
 
 def head_folder(path_or_repo_id: str | os.PathLike, **hub_options: Any) -> Path:

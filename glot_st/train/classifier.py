@@ -65,8 +65,9 @@ class GLOTClassifier:
 
     @property
     def labels(self) -> list | None:
-        """The C labels of a classification head (``label_names``, else the class ids), ``None`` for scores."""
-        if self.head.prediction != "class":
+        """The C labels of a classification or multi-label head (``label_names``, else the ids), ``None`` for
+        scores."""
+        if self.head.prediction == "score":
             return None
         names = self.head.config.get("label_names")
         return list(names) if names is not None else list(range(self.head.config["num_labels"]))
@@ -85,7 +86,8 @@ class GLOTClassifier:
         return [a for a, _ in texts], [b for _, b in texts]
 
     def predict(self, texts: Sequence[Any], batch_size: int | None = None, show_progress_bar: bool = False) -> list:
-        """N predictions: the original labels (classification) or float scores (regression, contrastive).
+        """N predictions: the original labels (classification), lists of labels (multi-label) or float scores
+        (regression, contrastive).
 
         Args:
             texts: N strings, or N ``(a, b)`` pairs for a pair head.

@@ -10,6 +10,8 @@ split's labels once), ``loss(z_a, z_b, targets)``, ``predict(z_a, z_b)``, a JSON
 - ``"regression"``   RegressionHead: project z, cosine of the projected pair, MSE against the score scaled
                      to [0, 1].
 - ``"contrastive"``  ContrastiveHead: InfoNCE over in-batch negatives with a temperature (no labels).
+- ``"multilabel"``   MultiLabelHead: linear on z, a sigmoid and binary cross-entropy per label, per-label
+                     thresholds chosen on the validation split.
 """
 
 from __future__ import annotations
@@ -27,21 +29,27 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from glot_st.head_math import (
+    DEFAULT_THRESHOLD,
     HEAD_CONFIG_FILE,
     HEAD_SUBFOLDER,
     HEAD_WEIGHTS_FILE,
     LEGACY_PAIR_FEATURES,
+    MULTILABEL_KIND,
     PAIR_FEATURES,
     class_probabilities,
     classifier_input,
     head_folder,
+    label_probabilities,
+    labels_on,
 )
 from glot_st.safe_read import load_checked_module, read_json_file
 from glot_st.train.data import is_bool
+from glot_st.train.metrics import best_f1_thresholds
 
 __all__ = [
     "HEAD_KINDS",
     "HEAD_SUBFOLDER",
+    "MultiLabelHead",
     "PAIR_FEATURES",
     "ClassificationHead",
     "ContrastiveHead",
@@ -289,6 +297,63 @@ class PairClassificationHead(ClassificationHead):
 
 
 
+class MultiLabelHead(ClassificationHead):
+    """Multi-label classification: ``logits = W z + b`` (K labels), a sigmoid and a binary cross-entropy per
+    label; label k is predicted where its probability reaches ``thresholds[k]`` (a buffer saved with the weights,
+    0.5 until :meth:`calibrate` chooses it on a validation split).
+
+    Args:
+        dim: D.
+        num_labels: K, the number of labels (>= 2).
+        label_names: the K labels (strings or numbers), or ``None``: the label ids are the labels.
+    """
+
+    kind = MULTILABEL_KIND
+    prediction = "labels"
+
+    def __init__(self, dim: int, num_labels: int, label_names: list | None = None):
+        super().__init__(dim, num_labels, label_names=label_names)
+        self.register_buffer("thresholds", torch.full((self.num_labels,), DEFAULT_THRESHOLD))
+
+    def check_labels(self, labels: Any, row_ids: Any = None) -> torch.Tensor:
+        """Float32 (N, K) 0/1 label indicators from N rows of K 0/1 values; names the first bad row."""
+        rows = [list(row) for row in (labels.tolist() if hasattr(labels, "tolist") else labels)]
+        ids = _as_rows(row_ids, len(rows))
+        for position, row in enumerate(rows):
+            if len(row) != self.num_labels or any(is_bool(v) or v not in (0, 1) for v in row):
+                raise ValueError(f"labels at {_row_name(position, ids)} are {row!r}; expected {self.num_labels} "
+                                 "0/1 label indicators")
+        return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), self.num_labels)
+
+    def loss(self, z_a: torch.Tensor, z_b: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """Mean binary cross-entropy of the logits (B, K) against the 0/1 ``targets`` (B, K)."""
+        if not isinstance(targets, torch.Tensor) or targets.shape != (z_a.shape[0], self.num_labels):
+            raise ValueError(f"targets must be the ({z_a.shape[0]}, {self.num_labels}) tensor of check_labels")
+        return F.binary_cross_entropy_with_logits(self(z_a, z_b), targets.to(device=z_a.device, dtype=z_a.dtype))
+
+    @torch.no_grad()
+    def probabilities(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Float (B, K): each label's probability (sigmoid of its logit) for z_a (B, D)."""
+        return label_probabilities(self(z_a, z_b))
+
+    @torch.no_grad()
+    def predict(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Long (B, K) 0/1: the labels whose probability reaches their threshold."""
+        return labels_on(self.probabilities(z_a, z_b), self.thresholds)
+
+    @torch.no_grad()
+    def calibrate(self, probabilities: np.ndarray, targets: np.ndarray) -> None:
+        """Set ``thresholds`` to the per-label F1-best ones on a validation split
+        (:func:`glot_st.train.metrics.best_f1_thresholds`).
+
+        Args:
+            probabilities: float (N, K) :meth:`probabilities` of the validation rows.
+            targets: (N, K) 0/1 gold indicators of the same rows.
+        """
+        chosen = best_f1_thresholds(probabilities, targets, DEFAULT_THRESHOLD)
+        self.thresholds.copy_(torch.as_tensor(chosen, dtype=self.thresholds.dtype))
+
+
 class RegressionHead(TaskHead):
     """STS regression: project both embeddings, predict their cosine, MSE against the scaled score.
 
@@ -407,6 +472,7 @@ HEAD_KINDS: dict[str, type[TaskHead]] = {
     "pair": PairClassificationHead,
     "regression": RegressionHead,
     "contrastive": ContrastiveHead,
+    MULTILABEL_KIND: MultiLabelHead,
 }
 
 

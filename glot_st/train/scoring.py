@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,8 @@ def _head_inputs(model, head, texts_a, texts_b, batch_size, show_progress_bar) -
 
 
 def _decoded(head: Any, raw: torch.Tensor) -> list:
-    """Class ids (B,) as the head's labels, or float scores (B,) as Python floats."""
-    if head.prediction == "class":
+    """Class ids (B,) as the head's labels, label indicators (B, K) as lists of labels, or float scores (B,)."""
+    if head.prediction in ("class", "labels"):
         return task_from_head(head).decode(raw.cpu().tolist())
     return [float(v) for v in raw.cpu().tolist()]
 
@@ -93,8 +93,8 @@ def predict(
         show_progress_bar: ``encode``'s progress bar.
 
     Returns:
-        N labels (the original labels for a label map, else class ids) for classification heads, N float
-        scores for the regression and contrastive heads.
+        N labels (the original labels for a label map, else class ids) for classification heads, N lists of
+        labels for the multi-label head, N float scores for the regression and contrastive heads.
     """
     z_a, z_b = _head_inputs(model, head, texts_a, texts_b, batch_size, show_progress_bar)
     return _decoded(head, head.predict(z_a, z_b))
@@ -115,7 +115,8 @@ def predict_proba(
         model, head, texts_a, texts_b, batch_size, show_progress_bar: as for :func:`predict`.
 
     Returns:
-        float32 (N, C) probabilities, column ``c`` for the head's class ``c`` (its ``label_names[c]``).
+        float32 (N, C) probabilities, column ``c`` for the head's class ``c`` (its ``label_names[c]``); for the
+        multi-label head each label's own probability (rows need not sum to 1).
 
     Raises:
         ValueError: a head that predicts scores (regression, contrastive), checked before any text is embedded.
@@ -148,16 +149,18 @@ def classify(
 
 @dataclass
 class EvalResult:
-    """Outcome of :func:`evaluate`: ``metric_name``, ``metric``, ``rows`` and the ``predictions``."""
+    """Outcome of :func:`evaluate`: ``metric_name``, ``metric``, ``rows``, the ``predictions`` and
+    ``other_metrics`` (``{"macro_f1": ...}`` for a multi-label head, else empty)."""
 
     metric_name: str
     metric: float
     rows: int
     predictions: list
+    other_metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON summary without the predictions."""
-        return {"metric": self.metric, "metric_name": self.metric_name, "rows": self.rows}
+        return {"metric": self.metric, "metric_name": self.metric_name, "rows": self.rows, **self.other_metrics}
 
 
 def evaluate(
@@ -185,14 +188,19 @@ def evaluate(
     task = task_from_head(head)
     gold = task.encode_labels(split).labels
     raw = head.predict(*_head_inputs(model, head, split.texts_a, split.texts_b, batch_size, show_progress_bar)).cpu()
-    if head.prediction == "class":
+    extra = {}
+    if head.prediction == "labels":  # multi-label: (N, K) indicators; macro F1 reported beside micro F1
+        value = compute_metric(task.metric, raw.numpy(), gold)
+        extra = {"macro_f1": float(compute_metric("macro_f1", raw.numpy(), gold))}
+        predictions = task.decode(raw.tolist())
+    elif head.prediction == "class":
         ids = raw.tolist()
         value = compute_metric(task.metric, ids, [int(g) for g in gold])
         predictions = task.decode(ids)
     else:
         predictions = [float(v) for v in raw.tolist()]
         value = compute_metric(task.metric, predictions, gold)
-    return EvalResult(task.metric, float(value), len(predictions), predictions)
+    return EvalResult(task.metric, float(value), len(predictions), predictions, extra)
 
 
 def check_predictions_path(path: str | os.PathLike) -> Path:

@@ -43,12 +43,17 @@ def probability_head(head: TaskHead) -> tuple[nn.Module, list[Any]]:
         ``label_names``, else the class ids ``0 .. C-1``).
 
     Raises:
-        ValueError: a head over sentence pairs, or one that predicts no classes.
+        ValueError: a head over sentence pairs, a multi-label head, or one that predicts no classes.
     """
     if head.needs_pair:
         raise ValueError(
             f"the model's {head.kind!r} head scores sentence pairs, but the exported graph embeds one sentence at a "
             "time; export without the head (--no-head) and score pairs from the embeddings"
+        )
+    if head.kind == "multilabel":
+        raise ValueError(
+            "the model's multi-label head is not exported (the ONNX manifest describes one class per text); export "
+            "without the head (--no-head) and apply the head's labels and thresholds to the embeddings"
         )
     if not isinstance(head, ClassificationHead):
         raise ValueError(f"the {head.kind!r} head predicts no classes; only classification heads can be exported")

@@ -33,6 +33,14 @@ def label_sets(text: str) -> list[str]:
 LABELS = [label_sets(t) for t in TEXTS]
 
 
+def test_onnx_export_refuses_a_multilabel_head():
+    from glot_st.train.export_head import probability_head
+    from glot_st.train.heads import make_head
+
+    with pytest.raises(ValueError, match="multi-label head is not exported"):
+        probability_head(make_head("multilabel", 4, num_labels=3))
+
+
 def test_micro_macro_f1_and_thresholds_on_a_hand_example():
     gold = [[1, 0], [1, 1], [0, 1], [0, 0]]
     pred = [[1, 0], [0, 1], [0, 0], [0, 1]]

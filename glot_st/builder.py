@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,12 @@ def load(model_name_or_path: str, trust_remote_code: bool = False, **kwargs: Any
     return _load_checked(model_name_or_path, trust_remote_code=trust_remote_code, require_glot=True, **kwargs)
 
 
-def save(model: SentenceTransformer, path: str | os.PathLike, **kwargs: Any) -> None:
+def save(
+    model: SentenceTransformer,
+    path: str | os.PathLike,
+    write_extra: Callable[[Path], None] | None = None,
+    **kwargs: Any,
+) -> None:
     """``model.save(path, **kwargs)`` made Hub-native (:func:`glot_st.hub.make_hub_native`), written atomically.
 
     The complete folder is written beside ``path`` and swapped in at the end (:func:`glot_st.safe_io.replace_folder`):
@@ -155,6 +161,8 @@ def save(model: SentenceTransformer, path: str | os.PathLike, **kwargs: Any) -> 
     Args:
         model: a ``SentenceTransformer`` holding a GLOT (or AdaPool) module.
         path: the folder to write.
+        write_extra: called with the staged folder after the model is written, to add files that are saved as
+            part of the same unit (e.g. a task head in ``glot_head/``); ``None``: nothing more.
         **kwargs: passed on to ``SentenceTransformer.save`` (``model_name``, ``create_model_card``, ...).
 
     Raises:
@@ -172,6 +180,8 @@ def save(model: SentenceTransformer, path: str | os.PathLike, **kwargs: Any) -> 
         raise ValueError(f"{str(target)!r} is a file, not a folder")
     with replace_folder(target) as staging:
         write_model_folder(model, staging, **kwargs)
+        if write_extra is not None:
+            write_extra(staging)
 
 
 def write_model_folder(model: SentenceTransformer, folder: str | os.PathLike, **kwargs: Any) -> None:
@@ -189,12 +199,15 @@ def write_model_folder(model: SentenceTransformer, folder: str | os.PathLike, **
     make_hub_native(folder)
 
 
-def push_to_hub(model: SentenceTransformer, repo_id: str, **kwargs: Any) -> str:
+def push_to_hub(
+    model: SentenceTransformer, repo_id: str, write_extra: Callable[[Path], None] | None = None, **kwargs: Any
+) -> str:
     """Save the model Hub-native (:func:`save`) into a temporary folder and upload that folder.
 
     Args:
         model: a ``SentenceTransformer`` holding a GLOT (or AdaPool) module.
         repo_id: the Hub repository, ``"org/name"``.
+        write_extra: as for :func:`save`: adds files to the staged folder before the upload.
         **kwargs: passed on to ``SentenceTransformer.push_to_hub`` (``token``, ``private``, ``commit_message``,
             ``revision``, ``create_pr``, ...); ``local_model_path`` is set here, so the upload always carries the
             freshly written model card (``replace_model_card`` has no effect).
@@ -207,6 +220,8 @@ def push_to_hub(model: SentenceTransformer, repo_id: str, **kwargs: Any) -> str:
     with tempfile.TemporaryDirectory(prefix="glot_st_push_") as folder:
         model_name = repo_id if "/" in repo_id else None
         write_model_folder(model, folder, model_name=model_name)
+        if write_extra is not None:
+            write_extra(Path(folder))
         return model.push_to_hub(repo_id, local_model_path=folder, **kwargs)
 
 

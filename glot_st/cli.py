@@ -113,8 +113,9 @@ COLUMN_ARGUMENTS = (
     arg("--text-column", default=None, help="column of the (first) text"),
     arg("--text-b-column", default=None, help="column of the second text (sentence pairs)"),
     arg("--label-column", default=None,
-        help="column of the label: ints or strings (classes), floats (regression scores); none: anchor/positive "
-             "pairs train the contrastive head"),
+        help="column of the label: ints or strings (classes), floats (regression scores), lists of labels "
+             "(multi-label); several 0/1 columns as a,b,c (multi-label); none: anchor/positive pairs train the "
+             "contrastive head"),
 )
 
 CACHE_ARGUMENTS = (
@@ -430,7 +431,7 @@ def encode_command(args: argparse.Namespace) -> int:
     from glot_st.safe_io import atomic_file
     from glot_st.train.inputs import read_texts
 
-    output = _checked_npy_output(args.output, args.overwrite)
+    output = _checked_output(args.output, args.overwrite, ".npy")
     _check_batch_size(args.batch_size)
     texts = read_texts(args.input, args.text_column)
     model = glot_st.load(args.model, device=args.device)
@@ -450,18 +451,64 @@ def encode_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checked_npy_output(path: str, overwrite: bool) -> Any:
-    """``--output`` as a ``Path``, checked before any work: a ``.npy`` name, not a folder, not an existing file
-    unless ``overwrite``, in a folder this process can write."""
+@subcommand(
+    "predict",
+    help="predict with a trained model and its head: a CSV of the texts, the predicted labels and one probability "
+         "column per class",
+    arguments=(
+        arg("--model", required=True, help="a trained model folder or Hub repo id holding glot_head/"),
+        arg("--input", required=True, help=".txt (one text a line) or .csv / .tsv / .jsonl / .json / .parquet"),
+        arg("--text-column", default=None, help="the text column of a table (default: text)"),
+        arg("--text-b-column", default=None, help="the second text column of a table (sentence-pair heads)"),
+        arg("--output", required=True, help="the .csv file to write (rows in input order)"),
+        arg("--overwrite", action="store_true", help="replace an existing --output file"),
+        arg("--batch-size", type=int, default=None, help="texts per encode batch (default: encode's)"),
+        DEVICE_ARGUMENT,
+        arg("--quiet", action="store_true", help="no progress bar"),
+    ),
+)
+def predict_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from glot_st.safe_io import atomic_file
+    from glot_st.train.classifier import GLOTClassifier
+    from glot_st.train.inputs import read_texts
+
+    output = _checked_output(args.output, args.overwrite, ".csv")
+    _check_batch_size(args.batch_size)
+    if args.text_b_column is not None and args.input.lower().endswith(".txt"):
+        raise ValueError("--text-b-column needs a table --input (.csv, .tsv, .jsonl, .json, .parquet), not .txt")
+    texts = read_texts(args.input, args.text_column)
+    texts_b = None if args.text_b_column is None else read_texts(args.input, args.text_b_column)
+    classifier = GLOTClassifier.from_pretrained(args.model, device=args.device)
+    rows = texts if texts_b is None else list(zip(texts, texts_b))
+    table = {args.text_column or "text": texts, **({} if texts_b is None else {args.text_b_column: texts_b})}
+    if classifier.labels is None:
+        table["prediction"] = classifier.predict(rows, batch_size=args.batch_size, show_progress_bar=not args.quiet)
+    else:
+        labels, probabilities = classifier.predict_with_proba(rows, batch_size=args.batch_size,
+                                                              show_progress_bar=not args.quiet)
+        table["prediction"] = [json.dumps(p) if isinstance(p, list) else p for p in labels]  # multi-label: a JSON list
+        table.update({f"probability_{label}": probabilities[:, c] for c, label in enumerate(classifier.labels)})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(output) as temporary:
+        pd.DataFrame(table).to_csv(temporary, index=False)
+    print(json.dumps({"output": str(output), "rows": len(texts), "labels": classifier.labels}))
+    return 0
+
+
+def _checked_output(path: str, overwrite: bool, suffix: str) -> Any:
+    """``--output`` as a ``Path``, checked before any work: a name ending in ``suffix``, not a folder, not an
+    existing file unless ``overwrite``, in a folder this process can write."""
     from pathlib import Path
 
     from glot_st.safe_io import check_writable_folder
 
     output = Path(path)
-    if output.suffix.lower() != ".npy":
-        raise ValueError(f"--output {path!r} must end in .npy")
+    if output.suffix.lower() != suffix:
+        raise ValueError(f"--output {path!r} must end in {suffix}")
     if output.is_dir():
-        raise ValueError(f"--output {path!r} is a folder; give a .npy file name")
+        raise ValueError(f"--output {path!r} is a folder; give a {suffix} file name")
     if output.exists() and not overwrite:
         raise ValueError(f"--output {path!r} exists; pass --overwrite to replace it")
     check_writable_folder(output.parent, f"--output {path!r}")

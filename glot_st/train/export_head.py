@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from glot_st.train.heads import ClassificationHead, TaskHead
@@ -30,7 +29,7 @@ class ClassProbabilities(nn.Module):
 
     def forward(self, embeddings: Tensor) -> Tensor:
         """Float (B, D) sentence embeddings -> float (B, C) probabilities (rows sum to 1)."""
-        return torch.softmax(self.head(embeddings), dim=-1)
+        return self.head.probabilities(embeddings)
 
 
 def probability_head(head: TaskHead) -> tuple[nn.Module, list[Any]]:
@@ -44,12 +43,17 @@ def probability_head(head: TaskHead) -> tuple[nn.Module, list[Any]]:
         ``label_names``, else the class ids ``0 .. C-1``).
 
     Raises:
-        ValueError: a head over sentence pairs, or one that predicts no classes.
+        ValueError: a head over sentence pairs, a multi-label head, or one that predicts no classes.
     """
     if head.needs_pair:
         raise ValueError(
             f"the model's {head.kind!r} head scores sentence pairs, but the exported graph embeds one sentence at a "
             "time; export without the head (--no-head) and score pairs from the embeddings"
+        )
+    if head.kind == "multilabel":
+        raise ValueError(
+            "the model's multi-label head is not exported (the ONNX manifest describes one class per text); export "
+            "without the head (--no-head) and apply the head's labels and thresholds to the embeddings"
         )
     if not isinstance(head, ClassificationHead):
         raise ValueError(f"the {head.kind!r} head predicts no classes; only classification heads can be exported")

@@ -10,6 +10,8 @@ split's labels once), ``loss(z_a, z_b, targets)``, ``predict(z_a, z_b)``, a JSON
 - ``"regression"``   RegressionHead: project z, cosine of the projected pair, MSE against the score scaled
                      to [0, 1].
 - ``"contrastive"``  ContrastiveHead: InfoNCE over in-batch negatives with a temperature (no labels).
+- ``"multilabel"``   MultiLabelHead: linear on z, a sigmoid and binary cross-entropy per label, per-label
+                     thresholds chosen on the validation split.
 """
 
 from __future__ import annotations
@@ -26,12 +28,28 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from glot_st.head_math import (
+    DEFAULT_THRESHOLD,
+    HEAD_CONFIG_FILE,
+    HEAD_SUBFOLDER,
+    HEAD_WEIGHTS_FILE,
+    LEGACY_PAIR_FEATURES,
+    MULTILABEL_KIND,
+    PAIR_FEATURES,
+    class_probabilities,
+    classifier_input,
+    head_folder,
+    label_probabilities,
+    labels_on,
+)
 from glot_st.safe_read import load_checked_module, read_json_file
 from glot_st.train.data import is_bool
+from glot_st.train.metrics import best_f1_thresholds
 
 __all__ = [
     "HEAD_KINDS",
     "HEAD_SUBFOLDER",
+    "MultiLabelHead",
     "PAIR_FEATURES",
     "ClassificationHead",
     "ContrastiveHead",
@@ -42,10 +60,6 @@ __all__ = [
     "make_head",
 ]
 
-CONFIG_NAME = "glot_head.json"
-WEIGHTS_NAME = "glot_head.safetensors"
-# sub-folder of a saved model that holds its head (see glot_st.train.train_cached(output_dir=...))
-HEAD_SUBFOLDER = "glot_head"
 
 
 def _row_name(position: int, rows: list[int] | None) -> str:
@@ -165,9 +179,9 @@ class TaskHead(torch.nn.Module):
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
+        (directory / HEAD_CONFIG_FILE).write_text(json.dumps(self.config, indent=2, sort_keys=True), encoding="utf-8")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS_NAME))
+        save_file(tensors, str(directory / HEAD_WEIGHTS_FILE))
 
 
 def _class_labels(labels: Any, num_labels: int, row_ids: Any) -> torch.Tensor:
@@ -206,6 +220,7 @@ class ClassificationHead(TaskHead):
     needs_pair = False
     prediction = "class"
     num_inputs = 1
+    features_kind: str | None = None  # the pair features of glot_st.head_math.classifier_input (None: single)
 
     def __init__(self, dim: int, num_labels: int, label_names: list | None = None):
         super().__init__(dim)
@@ -225,7 +240,7 @@ class ClassificationHead(TaskHead):
     def features(self, z_a: torch.Tensor, z_b: torch.Tensor | None) -> torch.Tensor:
         """Float (B, num_inputs * D) input of the linear layer: z_a, or [z_a; z_b] for the pair head."""
         _check_pair(z_a, z_b, self.dim, need_b=self.needs_pair)
-        return z_a if self.num_inputs == 1 else torch.cat([z_a, z_b], dim=-1)
+        return classifier_input(z_a, z_b, self.features_kind)
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
         """Logits float (B, C) from z_a (B, D) (and z_b (B, D) for the pair head)."""
@@ -245,8 +260,10 @@ class ClassificationHead(TaskHead):
         """Long (B,) argmax class of the logits."""
         return self(z_a, z_b).argmax(dim=-1)
 
-
-PAIR_FEATURES = ("full", "concat")
+    @torch.no_grad()
+    def probabilities(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Float (B, C) class probabilities (softmax of the logits) of z_a (B, D) (and z_b (B, D) for pairs)."""
+        return class_probabilities(self(z_a, z_b))
 
 
 class PairClassificationHead(ClassificationHead):
@@ -278,12 +295,63 @@ class PairClassificationHead(ClassificationHead):
     def config(self) -> dict[str, Any]:
         return {**super().config, "features": self.features_kind}
 
-    def features(self, z_a: torch.Tensor, z_b: torch.Tensor | None) -> torch.Tensor:
-        """Float (B, num_inputs * D): ``[z_a; z_b; |z_a - z_b|; z_a * z_b]`` or ``[z_a; z_b]``."""
-        _check_pair(z_a, z_b, self.dim, need_b=True)
-        if self.features_kind == "concat":
-            return torch.cat([z_a, z_b], dim=-1)
-        return torch.cat([z_a, z_b, (z_a - z_b).abs(), z_a * z_b], dim=-1)
+
+
+class MultiLabelHead(ClassificationHead):
+    """Multi-label classification: ``logits = W z + b`` (K labels), a sigmoid and a binary cross-entropy per
+    label; label k is predicted where its probability reaches ``thresholds[k]`` (a buffer saved with the weights,
+    0.5 until :meth:`calibrate` chooses it on a validation split).
+
+    Args:
+        dim: D.
+        num_labels: K, the number of labels (>= 2).
+        label_names: the K labels (strings or numbers), or ``None``: the label ids are the labels.
+    """
+
+    kind = MULTILABEL_KIND
+    prediction = "labels"
+
+    def __init__(self, dim: int, num_labels: int, label_names: list | None = None):
+        super().__init__(dim, num_labels, label_names=label_names)
+        self.register_buffer("thresholds", torch.full((self.num_labels,), DEFAULT_THRESHOLD))
+
+    def check_labels(self, labels: Any, row_ids: Any = None) -> torch.Tensor:
+        """Float32 (N, K) 0/1 label indicators from N rows of K 0/1 values; names the first bad row."""
+        rows = [list(row) for row in (labels.tolist() if hasattr(labels, "tolist") else labels)]
+        ids = _as_rows(row_ids, len(rows))
+        for position, row in enumerate(rows):
+            if len(row) != self.num_labels or any(is_bool(v) or v not in (0, 1) for v in row):
+                raise ValueError(f"labels at {_row_name(position, ids)} are {row!r}; expected {self.num_labels} "
+                                 "0/1 label indicators")
+        return torch.tensor(rows, dtype=torch.float32).reshape(len(rows), self.num_labels)
+
+    def loss(self, z_a: torch.Tensor, z_b: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """Mean binary cross-entropy of the logits (B, K) against the 0/1 ``targets`` (B, K)."""
+        if not isinstance(targets, torch.Tensor) or targets.shape != (z_a.shape[0], self.num_labels):
+            raise ValueError(f"targets must be the ({z_a.shape[0]}, {self.num_labels}) tensor of check_labels")
+        return F.binary_cross_entropy_with_logits(self(z_a, z_b), targets.to(device=z_a.device, dtype=z_a.dtype))
+
+    @torch.no_grad()
+    def probabilities(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Float (B, K): each label's probability (sigmoid of its logit) for z_a (B, D)."""
+        return label_probabilities(self(z_a, z_b))
+
+    @torch.no_grad()
+    def predict(self, z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> torch.Tensor:
+        """Long (B, K) 0/1: the labels whose probability reaches their threshold."""
+        return labels_on(self.probabilities(z_a, z_b), self.thresholds)
+
+    @torch.no_grad()
+    def calibrate(self, probabilities: np.ndarray, targets: np.ndarray) -> None:
+        """Set ``thresholds`` to the per-label F1-best ones on a validation split
+        (:func:`glot_st.train.metrics.best_f1_thresholds`).
+
+        Args:
+            probabilities: float (N, K) :meth:`probabilities` of the validation rows.
+            targets: (N, K) 0/1 gold indicators of the same rows.
+        """
+        chosen = best_f1_thresholds(probabilities, targets, DEFAULT_THRESHOLD)
+        self.thresholds.copy_(torch.as_tensor(chosen, dtype=self.thresholds.dtype))
 
 
 class RegressionHead(TaskHead):
@@ -404,6 +472,7 @@ HEAD_KINDS: dict[str, type[TaskHead]] = {
     "pair": PairClassificationHead,
     "regression": RegressionHead,
     "contrastive": ContrastiveHead,
+    MULTILABEL_KIND: MultiLabelHead,
 }
 
 
@@ -423,23 +492,14 @@ def make_head(kind: str, dim: int, **config: Any) -> TaskHead:
     return HEAD_KINDS[kind](dim, **config)
 
 
-def _head_folder(path: Path) -> Path:
-    if (path / CONFIG_NAME).is_file():
-        return path
-    if (path / HEAD_SUBFOLDER / CONFIG_NAME).is_file():
-        return path / HEAD_SUBFOLDER
-    raise FileNotFoundError(
-        f"no saved head in {str(path)!r}: neither {str(path / CONFIG_NAME)!r} nor "
-        f"{str(path / HEAD_SUBFOLDER / CONFIG_NAME)!r} exists"
-    )
-
-
-def load_head(path: str | os.PathLike) -> TaskHead:
+def load_head(path: str | os.PathLike, **hub_options: Any) -> TaskHead:
     """Load a head saved by :meth:`TaskHead.save` (or by ``train_cached(output_dir=...)``).
 
     Args:
-        path: the head folder (``glot_head.json`` + ``glot_head.safetensors``), or a model folder holding it
-            in ``glot_head/`` (the ``output_dir`` of :func:`glot_st.train.train_cached`).
+        path: the head folder (``glot_head.json`` + ``glot_head.safetensors``), a model folder holding it
+            in ``glot_head/`` (the ``output_dir`` of :func:`glot_st.train.train_cached`), or a Hugging Face Hub
+            repo id holding ``glot_head/`` (:func:`glot_st.head_math.head_folder`).
+        **hub_options: ``token``, ``cache_folder``, ``revision``, ``local_files_only`` for a repo id.
 
     Returns:
         The rebuilt :class:`TaskHead`.
@@ -450,8 +510,8 @@ def load_head(path: str | os.PathLike) -> TaskHead:
         ValueError: unreadable or invalid config (bad JSON, missing ``dim``, unknown ``kind``, bad arguments)
             or weights that do not fit it, naming the file.
     """
-    folder = _head_folder(Path(path))
-    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    folder = head_folder(path, **hub_options)
+    config_path, weights_path = folder / HEAD_CONFIG_FILE, folder / HEAD_WEIGHTS_FILE
     if not weights_path.is_file():
         raise FileNotFoundError(f"head file {str(weights_path)!r} is missing")
     config = read_json_file(config_path, "head config")
@@ -463,7 +523,7 @@ def load_head(path: str | os.PathLike) -> TaskHead:
         raise ValueError(f"head config {str(config_path)!r} has no 'dim'")
     dim = config.pop("dim")
     if kind == "pair":
-        config.setdefault("features", "concat")  # pair heads saved before the option was added used [z1; z2]
+        config.setdefault("features", LEGACY_PAIR_FEATURES)  # pair heads saved before the option was added
     check_label_names(config.get("label_names"), f"head config {str(config_path)!r}")
     # sizes are checked against the weights' header before anything is allocated; weights must be finite floats
     return load_checked_module(lambda: make_head(kind, dim, **config), weights_path, f"head config {str(config_path)!r}")

@@ -16,6 +16,9 @@ The task (``infer_task``) follows from the training split:
   Non-negative ints are the class ids; strings (or ints with a negative value) get a label map: the sorted
   distinct training labels, saved with the head (``label_names``) so predictions come back as the original
   labels. An eval label that training never saw is an error naming it.
+- a list of labels a row (or several 0/1 label columns, named ``"a,b,c"``), one text a row -> ``"multilabel"``
+  (sigmoid head, per-label thresholds chosen on the validation split, micro F1; the label map is the sorted
+  distinct training labels).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ TABLE_EXTENSIONS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 # the metric of each task kind for the user's own data
-KIND_METRICS = {"single": "accuracy", "pair": "accuracy", "regression": "spearman", "contrastive": "spearman"}
+KIND_METRICS = {"single": "accuracy", "pair": "accuracy", "regression": "spearman", "contrastive": "spearman",
+                "multilabel": "micro_f1"}
 
 CUSTOM_TASK = "custom"
 # the largest int label read as a class id (a head of that many classes); larger ones are refused
@@ -206,11 +210,34 @@ def as_text_split(
         )
     texts_a = _column(data, columns.text, where)
     texts_b = None if columns.text_b is None else _column(data, columns.text_b, where)
-    labels = None if columns.label is None else _column(data, columns.label, where)
+    labels = None if columns.label is None else _labels(data, columns.label, where)
     # every row, in the user's terms (file lines, column names), before anything slices the data
     checked = [(columns.text, texts_a, "text"), (columns.text_b, texts_b, "text"), (columns.label, labels, "label")]
     check_rows(where, checked, *([row_name] if row_name else []))
     return TextSplit(name, split, texts_a, texts_b, labels)
+
+
+def _labels(data: Any, label: str, where: str) -> list:
+    """The label column, or for ``"a,b,c"`` (several 0/1 columns) each row's list of the columns holding 1."""
+    if "," not in label:
+        return _column(data, label, where)
+    names = [name.strip() for name in label.split(",")]
+    if "" in names or len(set(names)) != len(names):
+        raise ValueError(f"{where}: label columns {label!r} must be distinct non-empty names separated by commas")
+    values = {name: _column(data, name, where) for name in names}
+    for name, column in values.items():
+        row = next((r for r, v in enumerate(column) if is_bool(v) or v not in (0, 1)), None)
+        if row is not None:
+            raise ValueError(f"{where}: label column {name!r} row {row} is {column[row]!r}; several label columns "
+                             "must each hold 0 or 1")
+    return [[name for name in names if values[name][row] == 1] for row in range(len(values[names[0]]))]
+
+
+def _label_list(value: Any) -> list | None:
+    """A multi-label row (list, tuple or 1-D array of labels) as a list; anything else ``None``."""
+    if isinstance(value, (list, tuple)) or getattr(value, "ndim", 0) == 1:
+        return value.tolist() if hasattr(value, "tolist") else list(value)
+    return None
 
 
 def _as_list(values: Any) -> list:
@@ -268,6 +295,9 @@ class InferredTask:
             what += f", {self.num_labels} classes ({shown})"
         elif self.kind == "regression":
             what += f", scores in [{self.min_score:g}, {self.max_score:g}]"
+        elif self.kind == "multilabel":
+            shown = ", ".join(map(str, itertools.islice(self.label_names, 10))) + (", ..." if self.num_labels > 10 else "")
+            what = f"multi-label classification, {self.num_labels} labels ({shown})"
         return f"{what}, metric {self.metric}"
 
     def encode_labels(self, split: TextSplit) -> TextSplit:
@@ -276,6 +306,8 @@ class InferredTask:
         Raises:
             ValueError: a label training never saw (naming it, its row and the known labels).
         """
+        if split.labels is not None and self.kind == "multilabel":
+            return replace(split, labels=self._indicators(split))
         if split.labels is None or not self.is_classification:
             return split
         where = f"{split.split} split {split.task}"
@@ -292,8 +324,27 @@ class InferredTask:
             out.append(index[value])
         return replace(split, labels=out)
 
-    def decode(self, class_ids: Sequence[int]) -> list:
-        """Class ids as the original labels (the ids themselves without a label map)."""
+    def _indicators(self, split: TextSplit) -> list[list[int]]:
+        """A multi-label split's rows of labels as K 0/1 indicators (ValueError naming an unseen label's row)."""
+        index = {name: i for i, name in enumerate(self.label_names)}
+        out = []
+        for row, value in enumerate(split.labels):
+            labels = _label_list(value)
+            if labels is None:
+                raise ValueError(f"{split.split} split {split.task}: label at row {row} is {value!r}, not a list of labels")
+            unseen = [v for v in labels if is_bool(v) or v not in index]
+            if unseen:
+                known = ", ".join(map(repr, self.label_names[:20]))
+                raise ValueError(f"{split.split} split {split.task}: row {row} has label {unseen[0]!r}, which the "
+                                 f"training data never has (known labels: {known})")
+            out.append([int(name in labels) for name in self.label_names])
+        return out
+
+    def decode(self, class_ids: Sequence[Any]) -> list:
+        """Class ids as the original labels (the ids themselves without a label map); for a multi-label task,
+        rows of K 0/1 indicators as lists of the labels that are on."""
+        if self.kind == "multilabel":
+            return [[name for name, on in zip(self.label_names, row) if on] for row in class_ids]
         ids = [int(i) for i in class_ids]
         return ids if self.label_names is None else [self.label_names[i] for i in ids]
 
@@ -335,6 +386,8 @@ def infer_task(
         return InferredTask("contrastive", KIND_METRICS["contrastive"], name=split.task)
     if len(labels) == 0:
         raise ValueError(f"{where} has no rows")
+    if head_kind == "multilabel" or any(_label_list(v) is not None for v in labels):
+        return _infer_multilabel(split, where)
     types = [_label_type(v) for v in labels]
     for row, (value, kind) in enumerate(zip(labels, types)):
         if value is None or kind not in ("int", "float", "str"):
@@ -373,6 +426,25 @@ def infer_task(
             f"{MAX_CLASS_ID} are allowed); use class ids 0..C-1, or string labels"
         )
     return InferredTask(kind, KIND_METRICS[kind], int(distinct[-1]) + 1, name=split.task)
+
+
+def _infer_multilabel(split: TextSplit, where: str) -> InferredTask:
+    """The multi-label task of a split whose labels are lists (see :func:`infer_task`)."""
+    rows = [_label_list(v) for v in split.labels]
+    bad = next((row for row, labels in enumerate(rows) if labels is None), None)
+    if bad is not None:
+        raise ValueError(f"{where}: label at row {bad} is {split.labels[bad]!r}, not a list; multi-label data has a "
+                         "list of labels in every row (or several 0/1 label columns)")
+    if split.texts_b is not None:
+        raise ValueError(f"{where}: multi-label classification takes one text a row; drop the second text column")
+    distinct = set(itertools.chain.from_iterable(rows))
+    if len({type(v) is str for v in distinct}) > 1:
+        raise ValueError(f"{where}: multi-label rows mix string and int labels; use one type")
+    if len(distinct) < 2:
+        raise ValueError(f"{where}: the label lists hold {len(distinct)} distinct label(s); multi-label "
+                         "classification needs at least 2")
+    names = tuple(sorted(distinct))
+    return InferredTask("multilabel", KIND_METRICS["multilabel"], len(names), names, name=split.task)
 
 
 def task_from_head(head: Any) -> InferredTask:

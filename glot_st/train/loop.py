@@ -289,6 +289,14 @@ def _pool_batch(pooler: torch.nn.Module, data: _CachedSplit, rows: np.ndarray, d
     return z[: len(rows)], z[len(rows) :]
 
 
+def _pooled_batches(pooler, data: _CachedSplit, batch_size: int, device: torch.device, show_progress_bar: bool):
+    """Yield ``(rows, z_a, z_b)`` over a cached split in length-bucketed batches (order-independent)."""
+    sampler = LengthBucketBatchSampler(data.lengths(), batch_size, shuffle=False, bucket_size=len(data.ids_a))
+    for batch in tqdm(list(sampler), desc="evaluating", leave=False, disable=not show_progress_bar):
+        rows = np.asarray(batch, dtype=np.int64)
+        yield (rows, *_pool_batch(pooler, data, rows, device))
+
+
 @torch.no_grad()
 def _evaluate(
     pooler: torch.nn.Module,
@@ -303,26 +311,42 @@ def _evaluate(
     labels (``metric == "loss"``), the negative mean loss of the head."""
     pooler.eval()
     head.eval()
-    sampler = LengthBucketBatchSampler(data.lengths(), batch_size, shuffle=False, bucket_size=len(data.ids_a))
-    predictions = np.zeros(len(data.ids_a), dtype=np.float64)
+    predictions = None  # (N,) class ids / scores, or (N, K) label indicators
     total_loss = 0.0
-    for batch in tqdm(list(sampler), desc="evaluating", leave=False, disable=not show_progress_bar):
-        rows = np.asarray(batch, dtype=np.int64)
-        z_a, z_b = _pool_batch(pooler, data, rows, device)
+    for rows, z_a, z_b in _pooled_batches(pooler, data, batch_size, device, show_progress_bar):
         if metric == "loss":
             targets = None if data.labels is None else data.labels[rows]
             total_loss += float(head.loss(z_a, z_b, targets)) * len(rows)
         else:
-            predictions[rows] = head.predict(z_a, z_b).double().cpu().numpy()
+            batch = head.predict(z_a, z_b).double().cpu().numpy()
+            if predictions is None:
+                predictions = np.zeros((len(data.ids_a), *batch.shape[1:]), dtype=np.float64)
+            predictions[rows] = batch
     if metric == "loss":
         value = -total_loss / len(data.ids_a)
     else:
-        if head.prediction == "class":
+        if head.prediction != "score":
             predictions = predictions.astype(np.int64)
         value = float(compute_metric(metric, predictions, data.gold))
     if not math.isfinite(value):
         raise FloatingPointError(f"{metric} on the {data.cache.directory.name} split is {value}")
     return value
+
+
+@torch.no_grad()
+def _calibrate(plan: TrainingPlan, validation: _CachedSplit | None) -> None:
+    """Let a head with a ``calibrate(probabilities, targets)`` step (the multi-label head's per-label
+    thresholds) choose it on the validation split; other heads, or no labelled validation split: nothing."""
+    head = plan.head
+    if not hasattr(head, "calibrate") or validation is None or validation.labels is None:
+        return
+    plan.pooler.eval()
+    head.eval()
+    probabilities = np.zeros(tuple(validation.labels.shape), dtype=np.float64)
+    recipe = plan.recipe
+    for rows, z_a, z_b in _pooled_batches(plan.pooler, validation, recipe.score_batch_size, plan.device, False):
+        probabilities[rows] = head.probabilities(z_a, z_b).double().cpu().numpy()
+    head.calibrate(probabilities, validation.labels.numpy())
 
 
 def _snapshot(*modules: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
@@ -459,7 +483,7 @@ def plan_training(
         if kind not in HEAD_KINDS:
             raise ValueError(f"unknown head kind {kind!r}; expected one of {sorted(HEAD_KINDS)}")
         config = dict(prepared.head_config)
-        if kind in ("single", "pair"):
+        if kind in ("single", "pair", "multilabel"):
             config.setdefault("num_labels", spec.num_labels)
         head = make_head(kind, pooler.get_sentence_embedding_dimension(), **config)
     if head.kind == "contrastive" and prepared.evaluation is not None and spec.metric not in ("spearman", "pearson"):
@@ -562,6 +586,7 @@ def _score_epoch(plan: TrainingPlan, data: _CachedSplits, selection_metric: str 
     """Score the validation split (by ``selection_metric``) and the eval split (by the task metric):
     ``(validation value or None, eval value or None, seconds)``."""
     t1 = time.perf_counter()
+    _calibrate(plan, data.validation)  # before scoring, so both splits are scored as the saved head predicts
     score = lambda split, metric: None if split is None else _evaluate(  # noqa: E731
         plan.pooler, plan.head, split, metric, plan.recipe.score_batch_size, plan.device, plan.recipe.show_progress_bar
     )

@@ -1,7 +1,8 @@
 """Task metrics, computed by scikit-learn and scipy: accuracy, binary F1, Matthews correlation, Pearson,
-Spearman.
+Spearman, and the multi-label micro / macro F1.
 
-Every function takes two 1-D array-likes of equal, non-zero length and returns a Python ``float``; fractions
+Every function takes two 1-D array-likes of equal, non-zero length (the multi-label F1s: two ``(N, K)`` 0/1
+label-indicator arrays) and returns a Python ``float``; fractions
 are in ``[0, 1]`` (not percent), correlations in ``[-1, 1]``. A correlation of a constant input is undefined:
 it raises ``ValueError`` (a collapsed model must not score a plausible-looking 0.0).
 ``compute_metric(name, predictions, gold)`` dispatches on the names used by ``TaskSpec.metric``.
@@ -15,7 +16,18 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as sk_metrics
 
-__all__ = ["METRICS", "accuracy", "compute_metric", "f1_binary", "matthews_corrcoef", "pearson", "spearman"]
+__all__ = [
+    "METRICS",
+    "accuracy",
+    "best_f1_thresholds",
+    "compute_metric",
+    "f1_binary",
+    "macro_f1",
+    "matthews_corrcoef",
+    "micro_f1",
+    "pearson",
+    "spearman",
+]
 
 
 def _pair(a, b, name_a: str, name_b: str, numeric: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +77,58 @@ def matthews_corrcoef(pred, gold) -> float:
     return float(sk_metrics.matthews_corrcoef(gold, pred))
 
 
+def _indicator_pair(pred, gold) -> tuple[np.ndarray, np.ndarray]:
+    """Two ``(N, K)`` 0/1 label-indicator arrays of the same shape (``ValueError`` otherwise)."""
+    arrays = [np.asarray(value, dtype=np.float64) for value in (pred, gold)]
+    for arr, name in zip(arrays, ("pred", "gold")):
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty (N, K) 0/1 array, got shape {arr.shape}")
+        if not np.isin(arr, (0.0, 1.0)).all():
+            raise ValueError(f"{name} must hold only 0 and 1 (label indicators)")
+    if arrays[0].shape != arrays[1].shape:
+        raise ValueError(f"pred has shape {arrays[0].shape} but gold has {arrays[1].shape}")
+    return arrays[0].astype(np.int64), arrays[1].astype(np.int64)
+
+
+def micro_f1(pred, gold) -> float:
+    """Multi-label F1 over every (row, label) decision (``(N, K)`` 0/1 indicators each); 0.0 when no label is
+    ever predicted nor true."""
+    pred, gold = _indicator_pair(pred, gold)
+    return float(sk_metrics.f1_score(gold, pred, average="micro", zero_division=0.0))
+
+
+def macro_f1(pred, gold) -> float:
+    """Mean over labels of each label's F1 (``(N, K)`` 0/1 indicators each; a label never predicted nor true
+    counts 0.0)."""
+    pred, gold = _indicator_pair(pred, gold)
+    return float(sk_metrics.f1_score(gold, pred, average="macro", zero_division=0.0))
+
+
+def best_f1_thresholds(probabilities, targets, default: float) -> np.ndarray:
+    """Per-label decision thresholds that maximise each label's F1 (``probability >= threshold`` is on).
+
+    Args:
+        probabilities: float (N, K) label probabilities.
+        targets: (N, K) 0/1 gold indicators.
+        default: the threshold of a label with no positive row (its F1 cannot choose one).
+
+    Returns:
+        float64 (K,) thresholds, each one of the label's probabilities (or ``default``).
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets)
+    if probabilities.ndim != 2 or probabilities.shape != targets.shape:
+        raise ValueError(f"probabilities {probabilities.shape} and targets {targets.shape} must be the same (N, K)")
+    chosen = np.full(probabilities.shape[1], float(default))
+    for label in range(probabilities.shape[1]):
+        if targets[:, label].sum() == 0:
+            continue
+        precision, recall, thresholds = sk_metrics.precision_recall_curve(targets[:, label], probabilities[:, label])
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        chosen[label] = thresholds[int(np.argmax(f1))]
+    return chosen
+
+
 def _check_varies(x: np.ndarray, y: np.ndarray, metric: str) -> None:
     for values, name in ((x, "x"), (y, "y")):
         if values.size < 2 or np.all(values == values[0]):
@@ -95,6 +159,8 @@ METRICS: dict[str, Callable[..., float]] = {
     "mcc": matthews_corrcoef,
     "spearman": spearman,
     "pearson": pearson,
+    "micro_f1": micro_f1,
+    "macro_f1": macro_f1,
 }
 
 
@@ -102,9 +168,10 @@ def compute_metric(name: str, predictions, gold) -> float:
     """Score ``predictions`` against ``gold`` with the metric called ``name``.
 
     Args:
-        name: ``"accuracy"``, ``"f1"`` (positive class 1), ``"mcc"``, ``"spearman"`` or ``"pearson"``.
-        predictions: ``(N,)`` class ids, or scores for the correlations.
-        gold: ``(N,)`` true class ids or scores.
+        name: ``"accuracy"``, ``"f1"`` (positive class 1), ``"mcc"``, ``"spearman"``, ``"pearson"``, or the
+            multi-label ``"micro_f1"`` / ``"macro_f1"``.
+        predictions: ``(N,)`` class ids, scores for the correlations, or ``(N, K)`` 0/1 label indicators.
+        gold: the same shape: true class ids, scores or label indicators.
 
     Returns:
         The metric as a Python float.

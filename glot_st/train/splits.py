@@ -104,9 +104,10 @@ class TaskSpec:
 
 
 def _strata(labels: list | None, n_validation: int) -> np.ndarray | None:
-    """Stratification labels: classes as they are; scores binned by quantile; ``None`` when impossible."""
-    if labels is None:
-        return None
+    """Stratification labels: classes as they are; scores binned by quantile; ``None`` when impossible or for
+    multi-label rows."""
+    if labels is None or any(isinstance(v, (list, tuple)) for v in labels[:1]):
+        return None  # no labels, or multi-label rows (sets of labels): a uniform draw
     values = np.asarray(labels)
     if values.dtype.kind in "iub" or values.dtype.kind in "OUS":
         strata = values.astype(str)

@@ -160,6 +160,10 @@ def _text_problem(value: Any) -> str | None:
 
 
 def _label_problem(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)) or getattr(value, "ndim", 0) == 1:  # a multi-label row: a list of labels
+        items = value.tolist() if hasattr(value, "tolist") else list(value)
+        bad = [v for v in items if isinstance(v, bool) or not isinstance(v, (str, numbers.Integral))]
+        return None if not bad else f"list holds {bad[0]!r}; a multi-label row lists string or int labels"
     if value is None:
         return "is missing (None)"
     if isinstance(value, float) and math.isnan(value):

@@ -13,7 +13,7 @@ from glot_st.bench.experiment import EXTRA_METHODS, GLOT_VARIANTS, METHOD_LABELS
     [
         ("glot_authors", glot_st.AUTHORS_GLOT),
         ("glot_no_edge_term", {"gat_edge_term": False, "tau": glot_st.GLOT(8).tau}),
-        ("glot_learned", {"graph": "learned"}),
+        ("glot_learned", {"graph": "learned", "gat_edge_term": False}),
     ],
 )
 def test_each_variant_builds_its_glot(name, expected):

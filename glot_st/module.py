@@ -113,10 +113,11 @@ class GLOT(Module):
         k: neighbours per token for ``topk`` and ``mutual_knn``.
         edge_weight: ``binary`` or ``cosine`` (similarity clamped at 0); see :mod:`glot_st.layers` for how
             each conv uses it. The ``learned`` graph sets its own weights and needs ``binary``.
-        gat_edge_term: GAT only: PyG's ``edge_dim=1`` edge-feature term ``a_edge . W_e w_ij`` inside every attention
+        gat_edge_term: PyG's ``edge_dim=1`` edge-feature term ``a_edge . W_e w_ij`` inside every GAT attention
             logit, fed the edge weight (1 on binary graphs, the cosine on cosine graphs, the soft weight on learned
-            ones). ``True``: on (the authors' GLOT has it, on a binary graph); ``False``: off; ``None``: on for
-            ``edge_weight="cosine"`` only, as before the key existed (configs saved without it load so).
+            ones). ``True`` (default): on, as in the authors' GLOT; ``False``: off; ``None``: on for
+            ``edge_weight="cosine"`` only, as before the key existed (configs saved without it load so). Read by
+            GAT layers only; the other convs ignore it.
         learned_floor: ``learned`` graph only: pairs with ``cos > learned_floor`` are its candidate edges, in
             [-1, 1) (-1: every pair; both layouts use the same candidates).
         scorer_hidden: width of the readout's scorer MLP; ``None`` = ``max(128, D // 2)``.
@@ -184,7 +185,7 @@ class GLOT(Module):
         graph: str = DEFAULT_GRAPH,
         k: int = DEFAULT_K,
         edge_weight: str = DEFAULT_EDGE_WEIGHT,
-        gat_edge_term: bool | None = None,
+        gat_edge_term: bool | None = True,
         learned_floor: float = DEFAULT_LEARNED_FLOOR,
         scorer_hidden: int | None = None,
         dropout: float = 0.1,
@@ -565,8 +566,6 @@ def _validate_graph_options(config: dict[str, Any]) -> None:
     edge_term = config["gat_edge_term"]
     if edge_term is not None and not isinstance(edge_term, bool):
         raise ValueError(f"gat_edge_term must be true, false or null; got {edge_term!r}")
-    if edge_term and config["conv"] != "gat":
-        raise ValueError(f"gat_edge_term applies to conv='gat' only; this config has conv={config['conv']!r}")
     floor = config["learned_floor"]
     if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not -1.0 <= float(floor) < 1.0:
         raise ValueError(f"learned_floor must be a number in [-1, 1); got {floor!r}")

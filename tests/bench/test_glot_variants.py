@@ -1,4 +1,4 @@
-"""The bench's GLOT variants by method name: the authors' module, the edge term, the learned graph."""
+"""The bench's GLOT variants by method name: the authors' module, GLOT without the edge term, the learned graph."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from glot_st.bench.experiment import EXTRA_METHODS, GLOT_VARIANTS, METHOD_LABELS
     "name, expected",
     [
         ("glot_authors", glot_st.AUTHORS_GLOT),
-        ("glot_edge_term", {"gat_edge_term": True, "tau": glot_st.GLOT(8).tau}),
-        ("glot_learned", {"graph": "learned"}),
+        ("glot_no_edge_term", {"gat_edge_term": False, "tau": glot_st.GLOT(8).tau}),
+        ("glot_learned", {"graph": "learned", "gat_edge_term": False}),
     ],
 )
 def test_each_variant_builds_its_glot(name, expected):
@@ -25,4 +25,4 @@ def test_each_variant_builds_its_glot(name, expected):
 def test_a_variant_keeps_its_keys_over_the_runs_config():
     pooler = make_method_pooler("glot_authors", 16, {"tau": 0.9, "layout": "sparse"})
     assert pooler.tau == glot_st.AUTHORS_GLOT["tau"] and pooler.layout == "sparse"
-    assert set(GLOT_VARIANTS) == {"glot_authors", "glot_edge_term", "glot_learned"}
+    assert set(GLOT_VARIANTS) == {"glot_authors", "glot_no_edge_term", "glot_learned"}

@@ -111,7 +111,6 @@ def test_training_moves_the_threshold_and_temperature():
         (dict(graph="learned", edge_weight="cosine"), "sets its own soft edge weights"),
         (dict(graph="learned", learned_floor=1.0), "learned_floor must be"),
         (dict(learned_floor=True), "learned_floor must be"),
-        (dict(conv="gcn", gat_edge_term=True), "gat_edge_term applies to conv='gat' only"),
         (dict(gat_edge_term="yes"), "gat_edge_term must be"),
     ],
 )
@@ -120,14 +119,25 @@ def test_bad_graph_options_are_refused_at_construction(config, message):
         GLOT(8, hidden_dim=6, **config)
 
 
+def test_convs_other_than_gat_ignore_the_edge_term_key():
+    states, mask = _batch(seed=3)
+    on = randomized_glot(1, conv="gcn", gat_edge_term=True)
+    off = randomized_glot(1, conv="gcn", gat_edge_term=False)
+    assert on.state_dict().keys() == off.state_dict().keys()
+    with torch.no_grad():
+        assert torch.equal(on.pool(states, mask), off.pool(states, mask))
+
+
 @pytest.mark.parametrize(
     "edge_weight, edge_term, has_term",
-    [("binary", None, False), ("cosine", None, True), ("binary", True, True), ("cosine", False, False)],
+    [("binary", None, False), ("cosine", None, True), ("binary", True, True), ("cosine", False, False),
+     ("binary", "default", True)],
 )
 def test_the_edge_term_key_switches_pygs_edge_feature_on_every_gat_layer(edge_weight, edge_term, has_term):
-    glot = GLOT(8, hidden_dim=6, edge_weight=edge_weight, gat_edge_term=edge_term)
+    key = {} if edge_term == "default" else {"gat_edge_term": edge_term}
+    glot = GLOT(8, hidden_dim=6, edge_weight=edge_weight, **key)
     assert all((layer.lin_edge is not None) == has_term for layer in glot.layers)
-    assert glot.get_config_dict()["gat_edge_term"] is edge_term
+    assert glot.get_config_dict()["gat_edge_term"] is (True if edge_term == "default" else edge_term)
 
 
 @pytest.mark.parametrize("layout", ["dense", "sparse"])
@@ -136,7 +146,7 @@ def test_the_edge_term_on_a_binary_graph_adds_a_constant_inside_the_leaky_relu(l
     the LeakyReLU) unless it is zero."""
     states, mask = _batch(seed=6)
     with_term = randomized_glot(2, layout=layout, gat_edge_term=True)
-    without = randomized_glot(2, layout=layout)
+    without = randomized_glot(2, layout=layout, gat_edge_term=False)
     without.load_state_dict(with_term.state_dict(), strict=False)
     with torch.no_grad():
         assert (with_term.pool(states, mask) - without.pool(states, mask)).abs().max() > 1e-4
